@@ -1,0 +1,21 @@
+import json
+
+import pytest
+
+from workbench.results import NotebookResults, write_summary
+
+
+def test_results_record_scale_and_summary_lists_every_claim(tmp_path):
+    r = NotebookResults("99_example", "smoke")
+    r.metrics["x"] = 1.5
+    r.claim("gated L0 ratio", 0.55, 0.5, target="<= 0.6")
+    path = r.write(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["scale"] == "smoke" and data["wall_time_s"] >= 0 and data["metrics"] == {"x": 1.5}
+    summary = write_summary(tmp_path).read_text()
+    assert "| gated L0 ratio | 0.55 | 0.5 | <= 0.6 | 99_example | smoke |" in summary
+
+
+def test_unknown_scale_is_rejected():
+    with pytest.raises(ValueError, match="scale"):
+        NotebookResults("00_x", "medium")

@@ -1,0 +1,6 @@
+"""workbench: a Jupyter-first mechanistic-interpretability workbench over TransformerLens and SAELens."""
+
+from workbench import _offline  # noqa: F401  (must run before transformers / wandb are imported)
+from workbench.models import default_device, load_model
+
+__all__ = ["default_device", "load_model"]

@@ -1,0 +1,75 @@
+"""Command line: ``workbench synth | train-model | reproduce``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from workbench import _offline  # noqa: F401
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from workbench.datasets import WorldConfig, synthesize
+
+    world = synthesize(WorldConfig.for_scale(args.scale))
+    root = world.save(Path(args.out) if args.out else None)
+    print(f"wrote the {args.scale} world to {root}: {world.counts()}")
+    return 0
+
+
+def _train_model(args: argparse.Namespace) -> int:
+    from workbench.datasets import WorldConfig, synthesize
+    from workbench.lm_training import LMTrainConfig, train_lm
+    from workbench.paths import data_dir, embedded_model_dir
+
+    world = synthesize(WorldConfig.for_scale(args.scale))
+    out = Path(args.out) if args.out else (embedded_model_dir() if args.scale == "full" else data_dir() / "models" / args.scale)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else data_dir() / "checkpoints" / f"lm_{args.scale}"
+    _, _, state = train_lm(world, LMTrainConfig.for_scale(args.scale), out, ckpt, max_steps=args.max_steps)
+    print(f"step {state.step}, {state.tokens_seen} tokens, {state.wall_time_s:.0f} s; model in {out}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from workbench.reproduce import reproduce
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    summary = reproduce(scale=args.scale, only=only, retrain=args.retrain)
+    print(f"summary written to {summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="synthesize the data sets under data/datasets/<scale>")
+    p.add_argument("--scale", choices=["full", "smoke"], default="full")
+    p.add_argument("--out", help="folder to write to (default data/datasets/<scale>)")
+    p.set_defaults(fn=_synth)
+
+    p = sub.add_parser("train-model", help="train the embedded model from scratch (resumes from its checkpoint)")
+    p.add_argument("--scale", choices=["full", "smoke"], default="full")
+    p.add_argument("--out", help="model folder (default data/models/embedded for full scale)")
+    p.add_argument("--checkpoint-dir", help="resume/checkpoint folder (default data/checkpoints/lm_<scale>)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    p.set_defaults(fn=_train_model)
+
+    p = sub.add_parser("reproduce", help="execute every notebook headlessly and write results/summary.md")
+    p.add_argument("--scale", choices=["full", "smoke"], default="full")
+    p.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
+    p.add_argument("--retrain", action="store_true", help="retrain the embedded model in notebook 02 first")
+    p.set_defaults(fn=_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Measure the behaviours the papers study, on prompts held out from training.
+
+Works on any causal LM given as ``logits_fn(tokens) -> logits`` (a ``TransformerBridge`` or a Hugging
+Face model through :func:`logits_fn_of`), so the same numbers are computed during training and in the
+notebooks. Prompts of equal token length are batched together, which needs no padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from workbench.datasets import RELATIONS, World
+from workbench.datasets import greater_than as gt
+from workbench.datasets import topics as topics_mod
+from workbench.tokenizer import encode_strict
+
+LogitsFn = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
+
+
+def logits_fn_of(model: torch.nn.Module) -> LogitsFn:
+    """Wrap a ``TransformerBridge`` or a Hugging Face causal LM as ``tokens -> logits``."""
+    def fn(tokens: Tensor) -> Tensor:
+        out = model(tokens)
+        return out if isinstance(out, Tensor) else out.logits
+    return fn
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _by_length(seqs: Sequence[list[int]]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(seqs):
+        groups[len(s)].append(i)
+    return groups
+
+
+@torch.no_grad()
+def last_logits(logits_fn: LogitsFn, seqs: Sequence[list[int]], device: torch.device,
+                batch_size: int = 256) -> Float[Tensor, "n d_vocab"]:
+    """Next-token logits after each token sequence."""
+    out: list[Tensor | None] = [None] * len(seqs)
+    for idx in _by_length(seqs).values():
+        for k in range(0, len(idx), batch_size):
+            chunk = idx[k:k + batch_size]
+            logits = logits_fn(torch.tensor([seqs[i] for i in chunk], device=device))[:, -1].float().cpu()
+            for j, i in enumerate(chunk):
+                out[i] = logits[j]
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def answer_correct(logits_fn: LogitsFn, prompts: Sequence[list[int]], answers: Sequence[list[int]],
+                   device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Whether greedy decoding after each prompt reproduces the whole answer.
+
+    Teacher-forced argmax at every answer position is equivalent to greedy decoding of the answer's
+    length, and takes one forward pass.
+    """
+    seqs = [p + a[:-1] for p, a in zip(prompts, answers)]
+    correct = np.zeros(len(seqs), dtype=bool)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        groups[(len(p), len(a))].append(i)
+    for (n_prompt, n_answer), idx in groups.items():
+        for k in range(0, len(idx), batch_size):
+            chunk = idx[k:k + batch_size]
+            logits = logits_fn(torch.tensor([seqs[i] for i in chunk], device=device))
+            pred = logits[:, n_prompt - 1:n_prompt - 1 + n_answer].argmax(-1).cpu()
+            target = torch.tensor([answers[i] for i in chunk])
+            correct[chunk] = (pred == target).all(-1).numpy()
+    return correct
+
+
+def _bos(tokenizer) -> list[int]:
+    return [tokenizer.bos_token_id]
+
+
+def qa_accuracy(logits_fn: LogitsFn, tokenizer, world: World, split: str, device: torch.device,
+                limit: int | None = None) -> dict[str, float]:
+    """Whole-answer greedy accuracy on a QA split, overall and per relation."""
+    examples = world.qa_split(split)[:limit]
+    prompts = [_bos(tokenizer) + encode_strict(tokenizer, q.prompt) for q in examples]
+    answers = [encode_strict(tokenizer, q.answer) for q in examples]
+    correct = answer_correct(logits_fn, prompts, answers, device)
+    result = {"all": float(correct.mean())}
+    for r in RELATIONS:
+        mask = np.array([q.relation == r for q in examples])
+        if mask.any():
+            result[r] = float(correct[mask].mean())
+    return result
+
+
+def ioi_metrics(logits_fn: LogitsFn, tokenizer, world: World, device: torch.device) -> dict[str, float | list]:
+    """IO-vs-S logit difference and accuracies on IOI prompts whose names never occur in IOI training text."""
+    prompts = [_bos(tokenizer) + encode_strict(tokenizer, p.prompt) for p in world.ioi_eval]
+    io = torch.tensor([encode_strict(tokenizer, p.io)[0] for p in world.ioi_eval])
+    s = torch.tensor([encode_strict(tokenizer, p.s)[0] for p in world.ioi_eval])
+    logits = last_logits(logits_fn, prompts, device)
+    rows = torch.arange(len(prompts))
+    diff = logits[rows, io] - logits[rows, s]
+    return {
+        "ioi_logit_diff": float(diff.mean()),
+        "ioi_accuracy": float((diff > 0).float().mean()),
+        "ioi_top1_accuracy": float((logits.argmax(-1) == io).float().mean()),
+        "ioi_logit_diffs": diff.tolist(),
+    }
+
+
+def two_digit_token_ids(tokenizer) -> list[int]:
+    """Token ids of "00".."99" (without a leading space): the years after a century token."""
+    return [tokenizer.convert_tokens_to_ids(f"{n:02d}") for n in range(100)]
+
+
+def greater_than_metrics(logits_fn: LogitsFn, tokenizer, world: World, device: torch.device) -> dict:
+    """Hanna et al.'s probability difference over the 100 two-digit tokens, averaged over YY."""
+    prompts = [_bos(tokenizer) + encode_strict(tokenizer, g.prompt) for g in world.gt_eval]
+    years = two_digit_token_ids(tokenizer)
+    logits = last_logits(logits_fn, prompts, device)
+    full = logits.softmax(-1)[:, years]
+    probs = logits[:, years].softmax(-1)  # restricted to the 100 year tokens
+    yy = torch.tensor([g.yy for g in world.gt_eval])
+    above = torch.arange(100)[None, :] > yy[:, None]
+    diff = (probs * above).sum(-1) - (probs * ~above).sum(-1)
+    return {
+        "greater_than_prob_diff": float(diff.mean()),
+        "greater_than_prob_mass": float(full.sum(-1).mean()),
+        "greater_than_yy": yy.tolist(),
+        "greater_than_probs": probs.tolist(),
+    }
+
+
+def topic_classifier(world: World, n_per_topic: int = 200):
+    """A bag-of-words logistic regression trained on topic text generated apart from the training corpus."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts, labels = [], []
+    for topic in topics_mod.TOPICS:
+        for p in topics_mod.make_passages(topic, n_per_topic, seed=world.config.seed + 2000):
+            texts.append(p.text)
+            labels.append(topic)
+    return make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000)).fit(texts, labels)
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int = 20,
+             temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """Continuations of ``prompts`` (greedy when ``temperature`` is 0) from a Hugging Face causal LM."""
+    device = _device_of(model)
+    torch.manual_seed(seed)
+    outs = []
+    for text in prompts:
+        ids = torch.tensor([_bos(tokenizer) + encode_strict(tokenizer, text)], device=device)
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                             temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
+                             pad_token_id=tokenizer.pad_token_id)
+        outs.append(tokenizer.decode(out[0, ids.shape[1]:]))
+    return outs
+
+
+def topic_continuation_accuracy(hf_model: torch.nn.Module, tokenizer, world: World, max_new_tokens: int = 20,
+                                limit_per_topic: int | None = None) -> dict[str, float]:
+    """Share of greedy continuations of held-out topic openings that a classifier assigns to the right topic.
+
+    Only the generated continuation is classified, not the opening.
+    """
+    clf = topic_classifier(world)
+    by_topic: dict[str, list[str]] = defaultdict(list)
+    for p in world.topic_eval:
+        if limit_per_topic is None or len(by_topic[p.topic]) < limit_per_topic:
+            by_topic[p.topic].append(p.opening)
+    result = {}
+    correct_all = []
+    for topic, openings in by_topic.items():
+        preds = clf.predict(generate(hf_model, tokenizer, openings, max_new_tokens))
+        correct = [pr == topic for pr in preds]
+        correct_all += correct
+        result[topic] = float(np.mean(correct))
+    return {"all": float(np.mean(correct_all))} | result
+
+
+def heldout_texts(world: World, n: int = 200) -> dict[str, list[str]]:
+    """Held-out text per data kind, for loss and perplexity."""
+    train_nouns = gt.make_training_sentences(world.gt_heldout_nouns, n, seed=world.config.seed + 7)
+    from workbench.datasets.biographies import make_biographies
+
+    return {
+        "biography": [b["text"] for b in make_biographies(world.people[:n], 1, seed=world.config.seed + 7)],
+        "qa": [q.text for q in world.qa_split("heldout_train_template")[:n]],
+        "ioi": [p.text for p in world.ioi_eval[:n]],
+        "greater_than": [g.text for g in train_nouns],
+        "topic": [p.text for p in world.topic_eval[:n]],
+    }
+
+
+@torch.no_grad()
+def heldout_loss(logits_fn: LogitsFn, tokenizer, texts_by_kind: dict[str, list[str]], device: torch.device,
+                 max_len: int = 128, batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Mean next-token cross-entropy (nats) and perplexity per data kind (texts cut to ``max_len`` tokens)."""
+    result = {}
+    for kind, texts in texts_by_kind.items():
+        seqs = [(_bos(tokenizer) + encode_strict(tokenizer, t))[:max_len] for t in texts]
+        total, count = 0.0, 0
+        for idx in _by_length(seqs).values():
+            for k in range(0, len(idx), batch_size):
+                tokens = torch.tensor([seqs[i] for i in idx[k:k + batch_size]], device=device)
+                logits = logits_fn(tokens)[:, :-1].float()
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                         tokens[:, 1:].reshape(-1), reduction="sum")
+                total += float(loss)
+                count += tokens[:, 1:].numel()
+        mean = total / max(count, 1)
+        result[kind] = {"loss": mean, "perplexity": math.exp(mean)}
+    return result

@@ -1,0 +1,234 @@
+"""Hook names, activation caching with bounded memory, and interventions as context managers.
+
+Names are TransformerBridge's (GPT-2 layout): ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mlp.hook_in``
+(the MLP input after LayerNorm: what a transcoder reads), ``blocks.{l}.hook_mlp_out``... Hooks are
+global state on the model, so they are only ever added inside a context manager that removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+def resid_pre(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_mid(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_mid"
+
+
+def resid_post(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def mlp_in(layer: int) -> str:
+    """The MLP's input after LayerNorm (what a transcoder reads)."""
+    return f"blocks.{layer}.mlp.hook_in"
+
+
+def mlp_pre(layer: int) -> str:
+    """MLP neurons before the nonlinearity."""
+    return f"blocks.{layer}.mlp.hook_pre"
+
+
+def mlp_post(layer: int) -> str:
+    """MLP neurons after the nonlinearity (the neuron basis)."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def mlp_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def attn_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def attn_pattern(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def z(layer: int) -> str:
+    """Per-head attention outputs before W_O: ``[batch pos head d_head]``."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def check_hook_name(model: torch.nn.Module, name: str) -> str:
+    """Return ``name`` if the model has that hook point, else raise listing the closest valid names."""
+    if name in model.hook_dict:
+        return name
+    names = list(model.hook_dict)
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    raise ValueError(
+        f"unknown hook name {name!r}. Closest valid names: {close or names[:5]}. "
+        f"Use the helpers in workbench.hooks (resid_pre(layer), mlp_in(layer), ...); this model has "
+        f"{len(names)} hook points, e.g. blocks.0.hook_resid_pre.")
+
+
+@dataclass
+class ActivationCache:
+    """Activations at each hook, flattened over (sequence, position): ``acts[name]`` is ``[n_tokens, d]``.
+
+    ``token_ids``, ``sequence_index`` and ``positions`` say where each row came from. Large caches are
+    numpy memmaps on disk (wrapped as tensors without copying), so memory stays bounded.
+    """
+
+    acts: dict[str, Float[Tensor, "n_tokens d"]]
+    token_ids: Int[Tensor, " n_tokens"]
+    sequence_index: Int[Tensor, " n_tokens"]
+    positions: Int[Tensor, " n_tokens"]
+
+    def __getitem__(self, name: str) -> Float[Tensor, "n_tokens d"]:
+        if name not in self.acts:
+            raise KeyError(f"{name!r} was not cached; cached hooks: {sorted(self.acts)}")
+        return self.acts[name]
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def _last_layer_needed(model: torch.nn.Module, hook_names: Sequence[str]) -> int | None:
+    """``stop_at_layer`` that still runs every hook in ``hook_names`` (None: run the whole model)."""
+    layers = [int(n.split(".")[1]) if n.startswith("blocks.") else None for n in hook_names]
+    if None in layers:
+        return None
+    stop = max(layers) + 1
+    return stop if stop < model.cfg.n_layers else None
+
+
+@torch.no_grad()
+def cache_activations(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], hook_names: Sequence[str],
+                      batch_size: int = 32, exclude_bos: bool = True, store_dir: str | Path | None = None,
+                      max_memory_mb: float = 2048, progress: bool = True) -> ActivationCache:
+    """Run ``tokens`` through ``model`` in batches and keep the activations at ``hook_names``.
+
+    Activations of shape ``[batch pos ...]`` are flattened to ``[n_tokens, d]`` (heads are flattened
+    into ``d``). When the cache would exceed ``max_memory_mb`` it is written to ``store_dir`` as
+    memory-mapped ``.npy`` files (an error says so when ``store_dir`` is not given).
+    """
+    for name in hook_names:
+        check_hook_name(model, name)
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must be [n_sequences, pos], got shape {tuple(tokens.shape)}")
+    device = next(model.parameters()).device
+    keep = torch.ones_like(tokens, dtype=torch.bool)
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    if exclude_bos and bos is not None:
+        keep &= tokens != bos
+    n_tokens = int(keep.sum())
+    stop = _last_layer_needed(model, hook_names)
+
+    outputs: dict[str, np.ndarray | Tensor] = {}
+    row = 0
+    for start in tqdm(range(0, len(tokens), batch_size), disable=not progress, desc="caching"):
+        batch = tokens[start:start + batch_size]
+        mask = keep[start:start + batch_size]
+        _, cache = model.run_with_cache(batch.to(device), names_filter=list(hook_names), stop_at_layer=stop)
+        m = int(mask.sum())
+        for name in hook_names:
+            act = cache[name].float().cpu()
+            flat = act.reshape(act.shape[0], act.shape[1], -1)[mask]
+            if name not in outputs:
+                outputs[name] = _allocate(name, (n_tokens, flat.shape[-1]), store_dir, max_memory_mb, len(hook_names))
+            out = outputs[name]
+            out[row:row + m] = flat.numpy() if isinstance(out, np.ndarray) else flat
+        row += m
+    acts = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in outputs.items()}
+    seq_idx = torch.arange(len(tokens))[:, None].expand_as(tokens)[keep]
+    pos = torch.arange(tokens.shape[1])[None, :].expand_as(tokens)[keep]
+    return ActivationCache(acts, tokens[keep], seq_idx, pos)
+
+
+def _allocate(name: str, shape: tuple[int, int], store_dir, max_memory_mb: float, n_hooks: int):
+    size_mb = math.prod(shape) * 4 / 2**20
+    if size_mb * n_hooks <= max_memory_mb:
+        return torch.empty(shape, dtype=torch.float32)
+    if store_dir is None:
+        raise ValueError(
+            f"caching {name} needs {size_mb:.1f} MB per hook x {n_hooks} hooks, over max_memory_mb={max_memory_mb}; "
+            "pass store_dir=... to stream to memory-mapped files on disk, or cache fewer tokens")
+    path = Path(store_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape)
+
+
+HookFn = Callable[[Tensor, object], Tensor | None]
+
+
+@contextlib.contextmanager
+def hooked(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[torch.nn.Module]:
+    """Add forward hooks for the duration of a ``with`` block; they are removed even on error."""
+    for name, _ in fwd_hooks:
+        check_hook_name(model, name)
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        yield model
+
+
+Positions = int | Sequence[int] | slice | None
+
+
+def _position_index(positions: Positions) -> slice | list[int] | int:
+    if positions is None:
+        return slice(None)
+    return positions if isinstance(positions, (int, slice)) else list(positions)
+
+
+def patched(model: torch.nn.Module, hook_name: str, value: Tensor, positions: Positions = None):
+    """Replace the activation at ``hook_name`` (at ``positions``, default all) by ``value``.
+
+    ``value`` must broadcast to the replaced slice, e.g. a clean-run activation ``[batch pos d]`` for
+    activation patching.
+    """
+    pos = _position_index(positions)
+
+    def hook(act: Tensor, hook) -> Tensor:
+        target = act[:, pos]
+        try:
+            new = value.to(act.device, act.dtype).expand_as(target)
+        except RuntimeError as err:
+            raise ValueError(f"patch value of shape {tuple(value.shape)} does not fit the activation slice "
+                             f"{tuple(target.shape)} at {hook_name}") from err
+        act = act.clone()
+        act[:, pos] = new
+        return act
+
+    return hooked(model, [(hook_name, hook)])
+
+
+def added(model: torch.nn.Module, hook_name: str, vector: Float[Tensor, " d"], scale: float = 1.0,
+          positions: Positions = None):
+    """Add ``scale * vector`` to the activation at ``hook_name`` (steering), at ``positions`` (default all)."""
+    pos = _position_index(positions)
+
+    def hook(act: Tensor, hook) -> Tensor:
+        if vector.shape[-1] != act.shape[-1]:
+            raise ValueError(f"steering vector has d={vector.shape[-1]} but {hook_name} has d={act.shape[-1]}")
+        act = act.clone()
+        act[:, pos] = act[:, pos] + scale * vector.to(act.device, act.dtype)
+        return act
+
+    return hooked(model, [(hook_name, hook)])
+
+
+def replaced(model: torch.nn.Module, hook_name: str, fn: Callable[[Tensor], Tensor]):
+    """Replace the activation at ``hook_name`` by ``fn(activation)`` (e.g. an SAE reconstruction)."""
+
+    def hook(act: Tensor, hook) -> Tensor:
+        new = fn(act)
+        if new.shape != act.shape:
+            raise ValueError(f"replacement for {hook_name} has shape {tuple(new.shape)}, expected {tuple(act.shape)}")
+        return new
+
+    return hooked(model, [(hook_name, hook)])
