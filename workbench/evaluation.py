@@ -65,10 +65,12 @@ def answer_correct(logits_fn: LogitsFn, prompts: Sequence[list[int]], answers: S
     Teacher-forced argmax at every answer position is equivalent to greedy decoding of the answer's
     length, and takes one forward pass.
     """
-    seqs = [p + a[:-1] for p, a in zip(prompts, answers)]
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    seqs = [p + a[:-1] for p, a in zip(prompts, answers, strict=True)]
     correct = np.zeros(len(seqs), dtype=bool)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (p, a) in enumerate(zip(prompts, answers)):
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         groups[(len(p), len(a))].append(i)
     for (n_prompt, n_answer), idx in groups.items():
         for k in range(0, len(idx), batch_size):
@@ -153,22 +155,20 @@ def topic_classifier(world: World, n_per_topic: int = 200):
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int = 20,
-             temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """Continuations of ``prompts`` (greedy when ``temperature`` is 0) from a Hugging Face causal LM."""
-    device = _device_of(model)
+def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int = 20, temperature: float = 0.0,
+             seed: int = 0) -> list[str]:
+    """Continuations of ``prompts`` from a ``TransformerBridge`` (greedy when ``temperature`` is 0)."""
     torch.manual_seed(seed)
     outs = []
     for text in prompts:
-        ids = torch.tensor([_bos(tokenizer) + encode_strict(tokenizer, text)], device=device)
+        ids = model.to_tokens(text)
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                             temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
-                             pad_token_id=tokenizer.pad_token_id)
-        outs.append(tokenizer.decode(out[0, ids.shape[1]:]))
+                             temperature=temperature if temperature > 0 else 1.0, verbose=False)
+        outs.append(model.to_string(out[0, ids.shape[1]:]))
     return outs
 
 
-def topic_continuation_accuracy(hf_model: torch.nn.Module, tokenizer, world: World, max_new_tokens: int = 20,
+def topic_continuation_accuracy(model: torch.nn.Module, world: World, max_new_tokens: int = 20,
                                 limit_per_topic: int | None = None) -> dict[str, float]:
     """Share of greedy continuations of held-out topic openings that a classifier assigns to the right topic.
 
@@ -179,10 +179,10 @@ def topic_continuation_accuracy(hf_model: torch.nn.Module, tokenizer, world: Wor
     for p in world.topic_eval:
         if limit_per_topic is None or len(by_topic[p.topic]) < limit_per_topic:
             by_topic[p.topic].append(p.opening)
-    result = {}
-    correct_all = []
+    result: dict[str, float] = {}
+    correct_all: list[bool] = []
     for topic, openings in by_topic.items():
-        preds = clf.predict(generate(hf_model, tokenizer, openings, max_new_tokens))
+        preds = clf.predict(generate(model, openings, max_new_tokens))
         correct = [pr == topic for pr in preds]
         correct_all += correct
         result[topic] = float(np.mean(correct))
@@ -222,3 +222,22 @@ def heldout_loss(logits_fn: LogitsFn, tokenizer, texts_by_kind: dict[str, list[s
         mean = total / max(count, 1)
         result[kind] = {"loss": mean, "perplexity": math.exp(mean)}
     return result
+
+
+def evaluate_model(model: torch.nn.Module, world: World, topic_limit_per_topic: int | None = None) -> dict:
+    """Every behaviour of notebook 02 for a ``TransformerBridge`` (its tokenizer must cover the world)."""
+    tokenizer = model.tokenizer
+    device = _device_of(model)
+    fn = logits_fn_of(model)
+    qa_train = qa_accuracy(fn, tokenizer, world, "heldout_train_template", device)
+    qa_unseen = qa_accuracy(fn, tokenizer, world, "unseen_template", device)
+    return {
+        "qa_accuracy_train_templates": qa_train["all"],
+        "qa_accuracy_unseen_templates": qa_unseen["all"],
+        "qa_accuracy_train_templates_per_relation": {r: qa_train[r] for r in RELATIONS if r in qa_train},
+        "qa_accuracy_unseen_templates_per_relation": {r: qa_unseen[r] for r in RELATIONS if r in qa_unseen},
+        **ioi_metrics(fn, tokenizer, world, device),
+        **greater_than_metrics(fn, tokenizer, world, device),
+        "topic_continuation_accuracy": topic_continuation_accuracy(model, world, limit_per_topic=topic_limit_per_topic),
+        "heldout_loss": heldout_loss(fn, tokenizer, heldout_texts(world), device, max_len=model.cfg.n_ctx),
+    }

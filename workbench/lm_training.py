@@ -204,7 +204,7 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
         state.wall_time_s = time.perf_counter() - start
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{state.tokens_seen / max(state.wall_time_s, 1e-9):.0f}")
         if state.step % cfg.eval_every == 0 or state.step == total_steps:
-            state.history.append(_curve_point(model, tokenizer, world, heldout, state, float(loss), device))
+            state.history.append(_curve_point(model, tokenizer, world, heldout, state, loss.item(), device))
             model.train()
         if state.step % cfg.checkpoint_every == 0 or state.step == stop:
             save_checkpoint(checkpoint_dir, model, opt, state)

@@ -9,7 +9,6 @@ under ``data/datasets/<name>/``; ``World.training_documents()`` yields the mixed
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
