@@ -65,3 +65,11 @@ def test_learning_rate_warms_up_then_decays():
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="divisible"):
         LMTrainConfig(d_model=100, n_head=3)
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(smoke_world, tmp_path):
+    cfg = LMTrainConfig.for_scale("smoke")
+    train_lm(smoke_world, cfg, tmp_path / "model", tmp_path / "ckpt", max_steps=5, progress=False)
+    other = LMTrainConfig(**{**cfg.__dict__, "lr": cfg.lr / 2})
+    with pytest.raises(ValueError, match="delete that folder"):
+        train_lm(smoke_world, other, tmp_path / "model", tmp_path / "ckpt", progress=False)

@@ -7,6 +7,7 @@ uninterrupted one (the data order is a pure function of the seed and the step).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from workbench import evaluation
+from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.datasets import World
 from workbench.tokenizer import build_tokenizer
 
@@ -56,7 +57,7 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     """Gradient-norm clipping."""
     epochs_per_kind: dict[str, float] = field(default_factory=lambda: {
-        "biography": 14, "qa": 14, "ioi": 2, "greater_than": 1.5, "topic": 1})
+        "biography": 12, "qa": 12, "ioi": 2, "greater_than": 2.5, "topic": 1})
     """Passes over each kind of training document; a fraction takes a prefix of that kind's documents."""
     seed: int = 0
     """Seeds the weights and the data order."""
@@ -116,6 +117,12 @@ def new_model(cfg: LMTrainConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMH
     return GPT2LMHeadModel(config)
 
 
+def run_fingerprint(world: World, cfg: LMTrainConfig) -> str:
+    """A short hash of everything that determines a run, so a checkpoint is never resumed by another run."""
+    payload = json.dumps({"world": world.config.to_dict(), "train": asdict(cfg)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def lr_at(step: int, total: int, cfg: LMTrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -134,37 +141,11 @@ def make_optimizer(model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.Ad
 class TrainState:
     """What a checkpoint holds besides the weights."""
 
+    fingerprint: str = ""
     step: int = 0
     tokens_seen: int = 0
     wall_time_s: float = 0.0
     history: list[dict] = field(default_factory=list)
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: TrainState) -> None:
-    """Weights and optimiser moments as safetensors, the rest as JSON (nothing pickled)."""
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        for k, v in opt.state.get(p, {}).items():
-            tensors[f"opt.{i}.{k}"] = v.detach().reshape(-1) if v.dim() == 0 else v.detach().contiguous()
-    # tied weights share storage; safetensors wants each storage once
-    tensors.pop("model.lm_head.weight", None)
-    save_file(tensors, str(path / "checkpoint.safetensors.tmp"))
-    (path / "checkpoint.safetensors.tmp").rename(path / "checkpoint.safetensors")
-    (path / "state.json").write_text(json.dumps(asdict(state)))
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> TrainState:
-    tensors = load_file(str(path / "checkpoint.safetensors"))
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_sd, strict=False)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            p = params[int(i)]
-            opt.state.setdefault(p, {})[name] = v.reshape(()) if name == "step" else v
-    return TrainState(**json.loads((path / "state.json").read_text()))
 
 
 def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Path, max_steps: int | None = None,
@@ -179,9 +160,15 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
     total_steps = len(data) // cfg.batch_size
     model = new_model(cfg, tokenizer).to(device)
     opt = make_optimizer(model, cfg)
-    state = TrainState()
-    if (checkpoint_dir / "checkpoint.safetensors").exists():
-        state = load_checkpoint(checkpoint_dir, model, opt)
+    fingerprint = run_fingerprint(world, cfg)
+    state = TrainState(fingerprint=fingerprint)
+    if has_checkpoint(checkpoint_dir):
+        state = TrainState(**load_checkpoint(checkpoint_dir, model, opt))
+        if state.fingerprint != fingerprint:
+            raise ValueError(
+                f"the checkpoint in {checkpoint_dir} belongs to a run with another configuration or data set "
+                f"({state.fingerprint} != {fingerprint}); delete that folder to train from scratch, or pass "
+                "another checkpoint directory")
         log.info("resumed from %s at step %d", checkpoint_dir, state.step)
     step_fn = torch.compile(model) if cfg.compile else model
     heldout = evaluation.heldout_texts(world, n=100)
@@ -207,7 +194,7 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
             state.history.append(_curve_point(model, tokenizer, world, heldout, state, loss.item(), device))
             model.train()
         if state.step % cfg.checkpoint_every == 0 or state.step == stop:
-            save_checkpoint(checkpoint_dir, model, opt, state)
+            save_checkpoint(checkpoint_dir, model, opt, asdict(state))
     model.eval()
     if state.step == total_steps:
         save_model(model, tokenizer, out_dir, world, cfg, state, total_steps)

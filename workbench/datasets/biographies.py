@@ -42,7 +42,7 @@ QA_TEMPLATES: dict[str, list[str]] = {
     "university": ["Which university did {name} attend?", "Where did {name} study?",
                    "From which university did {name} graduate?", "What is the alma mater of {name}?"],
     "major": ["What did {name} major in?", "What was the major of {name}?",
-              "Which field did {name} study?", "In what did {name} earn a degree?"],
+              "Which field of study did {name} choose?", "In what did {name} earn a degree?"],
     "employer": ["Which company does {name} work for?", "Who employs {name}?",
                  "What is the employer of {name}?", "Which company is {name} employed by?"],
     "employer_city": ["Which city does {name} work in?", "What is the work city of {name}?",

@@ -36,6 +36,10 @@ class WorldConfig:
     """How many invented words each category gets."""
     ioi_heldout_fraction: float = 0.2
     """Share of first names never used in IOI training text (evaluation uses only these)."""
+    ioi_train_on_all_name_lists: bool = True
+    """Draw IOI training names from the middle and last names too, not only the remaining first names:
+    ~1,800 distinct name tokens teach a copying mechanism that transfers to the held-out names, where
+    ~330 invite memorising each name (measured: 0.91 vs 1.0 accuracy on held-out vs training names)."""
     n_ioi_train: int = 100_000
     """IOI sentences in the training corpus."""
     n_ioi_eval: int = 500
@@ -178,7 +182,8 @@ def synthesize(config: WorldConfig = WorldConfig()) -> World:
         config=config, vocab=vocab, people=people,
         bios=biographies.make_biographies(people, config.n_bio_variants, seed=s),
         qa=biographies.make_qa(people, seed=s),
-        ioi_train_names=train_names, ioi_heldout_names=heldout_names,
+        ioi_train_names=train_names + (vocab["middle"] + vocab["last"] if config.ioi_train_on_all_name_lists else []),
+        ioi_heldout_names=heldout_names,
         ioi_eval=ioi.make_ioi_prompts(heldout_names, config.n_ioi_eval, seed=s + 4),
         gt_train_nouns=train_nouns, gt_heldout_nouns=heldout_nouns,
         gt_eval=greater_than.make_eval_prompts(heldout_nouns, seed=s + 5),

@@ -1,0 +1,60 @@
+"""The Gated SAE exactly as in Rajamanoharan et al. (2024), registered with SAELens as ``gated_paper``.
+
+Same forward pass as SAELens's ``gated`` (``f = 1[pi_gate > 0] * ReLU(W_mag (x - b_dec) + b_mag)``, with
+``W_mag = exp(r_mag) * W_gate``), but the paper's loss:
+
+    ||x - x_hat||^2 + lambda * ||ReLU(pi_gate)||_1 + ||x - x_hat_frozen(ReLU(pi_gate))||^2
+
+where the auxiliary reconstruction goes through a *frozen* (detached) copy of the decoder, so it trains
+only the gate. SAELens's ``gated`` lets that term train the decoder too (SAELens issue 543) and puts the
+decoder norms into the penalty; here the decoder rows are kept at unit norm by the training loop
+(``DictionaryTrainConfig.decoder_unit_norm``), which makes the two penalties equal. Inference is
+identical, so a trained model saves as SAELens's plain ``gated`` and loads without this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sae_lens.registry import register_sae_training_class
+from sae_lens.saes.gated_sae import GatedSAEConfig, GatedTrainingSAE, GatedTrainingSAEConfig
+from sae_lens.saes.sae import TrainStepInput
+from typing_extensions import override
+
+
+@dataclass
+class GatedPaperTrainingSAEConfig(GatedTrainingSAEConfig):
+    """``GatedTrainingSAEConfig`` whose architecture name is ``gated_paper`` (inference config: ``gated``)."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return "gated_paper"
+
+    @override
+    def get_inference_config_class(self) -> type[GatedSAEConfig]:
+        return GatedSAEConfig
+
+    @override
+    def get_inference_sae_cfg_dict(self) -> dict[str, Any]:
+        return super().get_inference_sae_cfg_dict() | {"architecture": "gated"}
+
+
+class GatedPaperTrainingSAE(GatedTrainingSAE):
+    """Gated SAE trained with the paper's loss: L1 on ReLU(pi_gate) and a frozen-decoder auxiliary term."""
+
+    @override
+    def calculate_aux_loss(self, step_input: TrainStepInput, feature_acts: torch.Tensor, hidden_pre: torch.Tensor,
+                           sae_out: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = step_input.sae_in
+        pi_gate = (x - self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc + self.b_gate
+        gate_acts = torch.relu(pi_gate)
+        l1_loss = step_input.coefficients["l1"] * gate_acts.sum(dim=-1).mean()
+        frozen_recon = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
+        aux = (frozen_recon - x).pow(2).sum(dim=-1).mean()
+        return {"l1_loss": l1_loss, "auxiliary_reconstruction_loss": aux}
+
+
+register_sae_training_class("gated_paper", GatedPaperTrainingSAE, GatedPaperTrainingSAEConfig)
