@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -92,6 +92,7 @@ class DictionaryTrainConfig:
         return sum(s.n_steps for s in self.stages) if self.stages else self.n_steps
 
 
+@runtime_checkable
 class ActivationSource(Protocol):
     """Anything that gives the batch for a step, deterministically (so training can resume exactly)."""
 
@@ -104,7 +105,8 @@ class TensorSource:
     """Batches drawn without replacement from a ``[n, d]`` tensor (in memory or a memmap), reshuffled each
     epoch; the batch of a step depends only on the seed and the step."""
 
-    def __init__(self, acts: Float[Tensor, "n d"], seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(self, acts: Tensor, seed: int = 0, device: str | torch.device = "cpu") -> None:
+        """``acts``: ``[n_tokens, d]`` (checked here, with a message that names the shape)."""
         if acts.dim() != 2:
             raise ValueError(f"activations must be [n_tokens, d], got shape {tuple(acts.shape)}")
         self.acts, self.seed, self.device = acts, seed, torch.device(device)
@@ -251,8 +253,8 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
         state = load_checkpoint(ckpt, sae, opt)
         steps_since_fired = torch.tensor(state["steps_since_fired"], device=device)
         scale = state["activation_scale"]
-    if cfg.decoder_unit_norm:
-        _normalize_decoder(sae.W_dec.data)
+    elif cfg.decoder_unit_norm:  # a fresh run starts from unit-norm rows (renormalising on resume would
+        _normalize_decoder(sae.W_dec.data)  # perturb the restored weights' last bits)
     generator = torch.Generator().manual_seed(cfg.seed + 7919 * state["step"])
 
     bar = tqdm(range(state["step"], stop), initial=state["step"], total=total, disable=not progress,
