@@ -1,0 +1,1 @@
+"""Analyses built on dictionaries: features, patching, circuits, steering, alignment."""

@@ -1,0 +1,111 @@
+"""Sparsity-reconstruction sweeps and the comparisons drawn from them (Pareto frontiers, L0 ratios)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench import metrics
+from workbench.dictionaries import make_training_sae
+from workbench.training import DictionaryTrainConfig, TensorSource, TrainResult, train_dictionary
+
+
+@dataclass
+class SweepPoint:
+    """One trained dictionary of a sweep and its measurements."""
+
+    architecture: str
+    setting: dict
+    metrics: dict[str, float]
+    train: dict = field(default_factory=dict)
+    dictionary: torch.nn.Module | None = field(default=None, repr=False)
+
+    def row(self) -> dict:
+        return {"architecture": self.architecture, **{f"setting_{k}": v for k, v in self.setting.items()},
+                **self.metrics, **self.train}
+
+
+def train_and_measure(architecture: str, setting: dict, train_acts: Float[Tensor, "n d"], eval_acts: Float[Tensor, "m d"],
+                      d_sae: int, cfg: DictionaryTrainConfig, progress: bool = False) -> SweepPoint:
+    """Train one dictionary of ``architecture`` with config fields ``setting`` and measure it on ``eval_acts``."""
+    torch.manual_seed(cfg.seed)
+    sae = make_training_sae(architecture, d_in=train_acts.shape[1], d_sae=d_sae, **setting)
+    result: TrainResult = train_dictionary(sae, TensorSource(train_acts, seed=cfg.seed), cfg, progress=progress)
+    m = metrics.dictionary_metrics(sae, eval_acts)
+    return SweepPoint(architecture, setting, m.summary(),
+                      {"train_dead_fraction": result.dead_fraction, "activations_per_s": result.activations_per_s,
+                       "wall_time_s": result.wall_time_s}, sae)
+
+
+def pareto_front(l0: np.ndarray, ev: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated (lower L0 and higher explained variance), sorted by L0."""
+    order = np.argsort(l0)
+    front, best = [], -np.inf
+    for i in order:
+        if ev[i] > best:
+            front.append(i)
+            best = ev[i]
+    return np.array(front, dtype=int)
+
+
+def l0_ratio_at_equal_ev(test: list[SweepPoint], reference: list[SweepPoint]) -> dict[str, float | list]:
+    """L0 of ``test`` divided by the L0 ``reference`` needs for the same explained variance.
+
+    The reference frontier is interpolated linearly in (explained variance, log L0); only test points
+    whose explained variance lies inside the reference's range count. Returns the median ratio and each.
+    """
+    ref_l0 = np.array([p.metrics["l0"] for p in reference])
+    ref_ev = np.array([p.metrics["explained_variance"] for p in reference])
+    front = pareto_front(ref_l0, ref_ev)
+    ev_f, log_l0_f = ref_ev[front], np.log(ref_l0[front])
+    ratios = []
+    for p in test:
+        ev = p.metrics["explained_variance"]
+        if len(front) >= 2 and ev_f[0] <= ev <= ev_f[-1]:
+            ratios.append(p.metrics["l0"] / float(np.exp(np.interp(ev, ev_f, log_l0_f))))
+    return {"median": float(np.median(ratios)) if ratios else float("nan"), "ratios": ratios,
+            "n_points_in_range": len(ratios)}
+
+
+def add_ce_loss_recovered(points: list[SweepPoint], model, hook_name: str, tokens: Tensor) -> None:
+    """Measure each point's CE loss recovered by splicing (same tokens and mean activation for all)."""
+    _, cache = model.run_with_cache(tokens, names_filter=[hook_name])
+    act = cache[hook_name]
+    mean = act[:, 1:].reshape(-1, act.shape[-1]).float().mean(0)
+    for p in points:
+        p.metrics |= metrics.ce_loss_recovered(model, p.dictionary, hook_name, tokens, mean_activation=mean)
+
+
+def best_at_l0(points: list[SweepPoint], max_l0: float, key: str = "ce_loss_recovered_mean") -> SweepPoint | None:
+    """The point with the highest ``key`` among those with L0 <= ``max_l0``."""
+    ok = [p for p in points if p.metrics["l0"] <= max_l0]
+    return max(ok, key=lambda p: p.metrics[key]) if ok else None
+
+
+def plot_frontiers(points: list[SweepPoint], baselines: list[SweepPoint] = ()):
+    """L0 against explained variance and against CE loss recovered, one line per architecture."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    groups: dict[str, list[SweepPoint]] = {}
+    for p in [*points, *baselines]:
+        groups.setdefault(p.architecture, []).append(p)
+    for arch, ps in groups.items():
+        ps = sorted(ps, key=lambda p: p.metrics["l0"])
+        style = "--" if arch in {b.architecture for b in baselines} else "-"
+        for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
+            if all(key in p.metrics for p in ps):
+                ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps], style, marker="o", label=arch)
+    axes[0].set(title="Sparsity vs reconstruction", xlabel="L0 (active codes per token, log)", ylabel="explained variance",
+                xscale="log")
+    axes[1].set(title="Sparsity vs faithfulness when spliced in", xlabel="L0 (active codes per token, log)",
+                ylabel="CE loss recovered (vs mean ablation)", xscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
