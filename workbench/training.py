@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
+from workbench.dictionaries import training_input_width
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,9 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
     ``checkpoint_dir``: resume from / write checkpoints there. ``max_steps`` stops early (to resume later).
     ``step_input_fn`` lets a variant add to the step input (e.g. AlignSAE's labels) without a new loop.
     """
-    if source.d != sae.cfg.d_in:
-        raise ValueError(f"activations have d={source.d} but the SAE reads d_in={sae.cfg.d_in}")
+    width = training_input_width(sae)
+    if source.d != width:
+        raise ValueError(f"activations have d={source.d} but the SAE reads d_in={width}")
     device = sae.W_dec.device
     params = [p for p in sae.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)

@@ -112,3 +112,23 @@ def test_loading_a_wrong_file_says_what_is_wrong(tmp_path):
     (tmp_path / "a" / "cfg.json").write_text(json.dumps(cfg | {"d_sae": 9}))
     with pytest.raises(ValueError, match="do not match"):
         load_dictionary(tmp_path / "a")
+
+
+def test_transcoder_learns_a_linear_map_and_saves_as_a_sae_lens_transcoder(tmp_path):
+    from sae_lens.saes.transcoder import Transcoder
+
+    from workbench.training import DictionaryTrainConfig, TensorSource, train_dictionary
+
+    g = torch.Generator().manual_seed(0)
+    x_in = torch.relu(torch.randn(20_000, 8, generator=g))
+    x_out = x_in @ torch.randn(8, 12, generator=g)
+    sae = make_training_sae("transcoder", d_in=8, d_sae=64, d_out=12, l1_coefficient=0.01)
+    cfg = DictionaryTrainConfig(n_steps=600, batch_size=512, lr=3e-3, log_every=100)
+    result = train_dictionary(sae, TensorSource(torch.cat([x_in, x_out], 1)), cfg, progress=False)
+    assert result.history[-1]["explained_variance"] > 0.9
+    save_dictionary(sae, tmp_path / "tc")
+    loaded = SAE.load_from_disk(str(tmp_path / "tc"))
+    assert isinstance(loaded, Transcoder) and loaded.cfg.d_out == 12
+    pred = loaded.decode(loaded.encode(x_in[:1000]))
+    assert torch.allclose(pred, sae.decode(sae.encode(x_in[:1000])), atol=1e-5)
+    assert 1 - (pred - x_out[:1000]).pow(2).sum() / (x_out[:1000] - x_out[:1000].mean(0)).pow(2).sum() > 0.9

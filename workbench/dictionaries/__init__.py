@@ -16,7 +16,12 @@ from sae_lens import SAE
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from sae_lens.saes.sae import TrainingSAE
 
-from workbench.dictionaries import gated_paper, tied  # noqa: F401  (register our architectures)
+from workbench.dictionaries import gated_paper, tied, transcoder  # noqa: F401  (register our architectures)
+
+
+def training_input_width(sae: TrainingSAE) -> int:
+    """Width of the activations a training step consumes (``d_in``; a transcoder also takes its target)."""
+    return getattr(sae, "training_input_width", sae.cfg.d_in)
 
 
 def architectures() -> list[str]:
