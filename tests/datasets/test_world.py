@@ -100,3 +100,9 @@ def test_bad_config_values_are_rejected():
         WorldConfig(n_people=0)
     with pytest.raises(ValueError, match="scale"):
         WorldConfig.for_scale("huge")
+
+
+def test_ioi_eval_names_occur_in_biographies(smoke_world):
+    in_bios = {p.first for p in smoke_world.people}
+    assert set(smoke_world.ioi_heldout_names) <= in_bios
+    assert len(smoke_world.ioi_heldout_names) >= 3
