@@ -104,3 +104,13 @@ def test_mismatched_shapes_and_bad_configs_are_named():
         TensorSource(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="lr_decay_fraction"):
         DictionaryTrainConfig(lr_decay_fraction=2)
+
+
+def test_bf16_autocast_trains_as_well_on_planted_features():
+    acts, directions = planted(n=10_000)
+    sae = make_training_sae("standard", d_in=32, d_sae=192, l1_coefficient=1.0)
+    result = train_dictionary(sae, TensorSource(acts), dataclasses.replace(CFG, bf16=True), progress=False)
+    assert sae.W_dec.dtype == torch.float32
+    assert result.history[-1]["explained_variance"] > 0.8
+    best_cos = (directions @ torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1).T).max(dim=1).values
+    assert (best_cos > 0.9).float().mean() > 0.8

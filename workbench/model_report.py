@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import PowerNorm
 
 from workbench.datasets import RELATIONS
 from workbench.viz import heatmap
@@ -53,7 +54,9 @@ def plot_greater_than_heatmap(metrics: dict) -> plt.Figure:
     fig = heatmap(probs, title=f"Greater-than: prob diff {metrics['greater_than_prob_diff']:.3f}",
                   xlabel="predicted year (two digits)", ylabel="start year YY", cbar_label="probability",
                   extent=(-0.5, 99.5, metrics["greater_than_yy"][-1] + 0.5, metrics["greater_than_yy"][0] - 0.5),
-                  cmap="viridis")
+                  cmap="viridis", norm=PowerNorm(0.5))
     ax = fig.axes[0]
-    ax.plot([0, 99], [0, 99], "w--", lw=0.8)
+    ax.plot([0, 99], [0, 99], "w--", lw=0.8, label="predicted = start year")
+    ax.set_ylim(metrics["greater_than_yy"][-1] + 0.5, metrics["greater_than_yy"][0] - 0.5)
+    ax.legend(loc="lower left", fontsize=8)
     return fig

@@ -70,6 +70,9 @@ class DictionaryTrainConfig:
     """No resampling after this fraction of training (so features can settle)."""
     normalize_activations: bool = True
     """Rescale inputs to ``E[||x||] = sqrt(d_in)`` during training (folded into the weights at the end)."""
+    bf16: bool = False
+    """bfloat16 autocast for the forward and backward matmuls (weights, Adam and the loss stay fp32): ~2x on
+    CPUs with AMX/AVX-512 bf16 and on GPUs, at a small cost in reconstruction."""
     stages: tuple[Stage, ...] = ()
     """Curriculum stages; empty means one stage of ``n_steps`` with the SAE's own coefficients."""
     log_every: int = 50
@@ -275,7 +278,8 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
                                     n_training_steps=step, is_logging_step=False)
         if step_input_fn is not None:
             step_input = step_input_fn(step_input, step)
-        out = sae.training_forward_pass(step_input)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = sae.training_forward_pass(step_input)
         out.loss.backward()
         if cfg.decoder_unit_norm:
             _remove_parallel_grad(sae.W_dec)
