@@ -19,6 +19,7 @@ from torch import Tensor
 from workbench.datasets import RELATIONS, World
 from workbench.datasets import greater_than as gt
 from workbench.datasets import topics as topics_mod
+from workbench.datasets.biographies import make_biographies
 from workbench.tokenizer import encode_strict
 
 LogitsFn = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
@@ -191,14 +192,12 @@ def topic_continuation_accuracy(model: torch.nn.Module, world: World, max_new_to
 
 def heldout_texts(world: World, n: int = 200) -> dict[str, list[str]]:
     """Held-out text per data kind, for loss and perplexity."""
-    train_nouns = gt.make_training_sentences(world.gt_heldout_nouns, n, seed=world.config.seed + 7)
-    from workbench.datasets.biographies import make_biographies
-
+    gt_sentences = gt.make_training_sentences(world.gt_heldout_nouns, n, seed=world.config.seed + 7)
     return {
         "biography": [b["text"] for b in make_biographies(world.people[:n], 1, seed=world.config.seed + 7)],
         "qa": [q.text for q in world.qa_split("heldout_train_template")[:n]],
         "ioi": [p.text for p in world.ioi_eval[:n]],
-        "greater_than": [g.text for g in train_nouns],
+        "greater_than": [g.text for g in gt_sentences],
         "topic": [p.text for p in world.topic_eval[:n]],
     }
 
