@@ -1,6 +1,7 @@
 """Activations/s of our dictionary loop, SAELens's SAETrainer and a plain PyTorch step, in one run.
 
-Same activations, same architecture (standard ReLU + L1 SAE), same batch, for d_in in {128, 512, 768} and
+Same activations, same architecture (standard ReLU + L1 SAE), same batch, in fp32 and with bf16
+autocast (ours: ``DictionaryTrainConfig(bf16=True)``; SAELens: ``SAETrainerConfig(autocast=True)``), for d_in in {128, 512, 768} and
 expansion in {8, 32}; with achieved GFLOP/s beside this machine's own dense fp32 matmul rate measured in
 the same run, and peak memory. Writes ``results/bench_dictionary_training.json``.
 Run: ``.venv/bin/python benchmarks/bench_dictionary_training.py [--steps 30] [--quick]``.
@@ -61,17 +62,17 @@ def plain_step_rate(acts: torch.Tensor, d_sae: int, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def ours_rate(acts: torch.Tensor, d_sae: int, steps: int) -> float:
-    cfg = DictionaryTrainConfig(n_steps=steps + 2, batch_size=BATCH, log_every=10**9, lr_decay_fraction=0.0)
+def ours_rate(acts: torch.Tensor, d_sae: int, steps: int, bf16: bool = False) -> float:
+    cfg = DictionaryTrainConfig(n_steps=steps + 2, batch_size=BATCH, log_every=10**9, lr_decay_fraction=0.0, bf16=bf16)
     sae = make_training_sae("standard", d_in=acts.shape[1], d_sae=d_sae, l1_coefficient=1.0)
     result = train_dictionary(sae, TensorSource(acts), cfg, progress=False)
     return result.activations_per_s
 
 
-def sae_lens_rate(acts: torch.Tensor, d_sae: int, steps: int) -> float:
+def sae_lens_rate(acts: torch.Tensor, d_sae: int, steps: int, bf16: bool = False) -> float:
     sae = make_training_sae("standard", d_in=acts.shape[1], d_sae=d_sae, l1_coefficient=1.0)
     cfg = SAETrainerConfig(total_training_samples=(steps + 2) * BATCH, train_batch_size_samples=BATCH, lr_end=3e-4,
-                           n_batches_for_norm_estimate=1)
+                           n_batches_for_norm_estimate=1, autocast=bf16)
 
     def provider():
         i = 0
@@ -98,11 +99,16 @@ def main() -> None:
         acts = torch.randn(8 * BATCH, d_in)
         flops_per_act = 12 * d_in * d_sae  # forward (2 matmuls) + backward (4): 6 matmuls x 2 FLOPs per MAC
         row = {"d_in": d_in, "expansion": expansion, "matmul_gflops": matmul_gflops(d_in, d_sae)}
-        for name, fn in [("plain", plain_step_rate), ("ours", ours_rate), ("sae_lens", sae_lens_rate)]:
+        loops = [("plain", plain_step_rate), ("ours", ours_rate), ("sae_lens", sae_lens_rate),
+                 ("ours_bf16", lambda a, d, s: ours_rate(a, d, s, bf16=True)),
+                 ("sae_lens_bf16", lambda a, d, s: sae_lens_rate(a, d, s, bf16=True))]
+        for name, fn in loops:
             rate = fn(acts, d_sae, args.steps)
             row[f"{name}_acts_per_s"] = rate
             row[f"{name}_gflops"] = rate * flops_per_act / 1e9
         row["ours_vs_sae_lens"] = row["ours_acts_per_s"] / row["sae_lens_acts_per_s"]
+        row["ours_bf16_vs_sae_lens_fp32"] = row["ours_bf16_acts_per_s"] / row["sae_lens_acts_per_s"]
+        row["ours_bf16_vs_sae_lens_bf16"] = row["ours_bf16_acts_per_s"] / row["sae_lens_bf16_acts_per_s"]
         row["ours_share_of_matmul_rate"] = row["ours_gflops"] / row["matmul_gflops"]
         out["runs"].append(row)
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
