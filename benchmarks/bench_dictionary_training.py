@@ -10,7 +10,6 @@ Run: ``.venv/bin/python benchmarks/bench_dictionary_training.py [--steps 30] [--
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import time
@@ -20,7 +19,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from workbench.dictionaries import make_training_sae
-from workbench.paths import results_dir
+from workbench.results import write_benchmark
 from workbench.training import DictionaryTrainConfig, TensorSource, train_dictionary
 
 BATCH = 4096
@@ -113,10 +112,7 @@ def main() -> None:
         out["runs"].append(row)
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    path = results_dir() / "bench_dictionary_training.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print("wrote", path)
+    print("wrote", write_benchmark("dictionary_training", out))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Run: ``.venv/bin/python benchmarks/bench_lm_training.py [--steps 20]``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
@@ -16,7 +15,7 @@ import torch
 
 from workbench.datasets import WorldConfig, synthesize
 from workbench.lm_training import LMTrainConfig, make_optimizer, new_model, token_stream
-from workbench.paths import results_dir
+from workbench.results import write_benchmark
 from workbench.tokenizer import build_tokenizer
 
 
@@ -80,10 +79,7 @@ def main() -> None:
     results["speedup_vs_bare"] = {k: v["tokens_per_s"] / bare for k, v in results["runs"].items()}
     results["config"] = {"batch_size": base.batch_size, "seq_len": base.seq_len, "d_model": base.d_model,
                          "n_layer": base.n_layer, "steps_timed": args.steps}
-    out = results_dir() / "bench_lm_training.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print("wrote", out)
+    print("wrote", write_benchmark("lm_training", results))
 
 
 if __name__ == "__main__":

@@ -19,3 +19,10 @@ def test_results_record_scale_and_summary_lists_every_claim(tmp_path):
 def test_unknown_scale_is_rejected():
     with pytest.raises(ValueError, match="scale"):
         NotebookResults("00_x", "medium")
+
+
+def test_benchmarks_write_their_own_file(tmp_path):
+    from workbench.results import write_benchmark
+
+    path = write_benchmark("example", {"tokens_per_s": 1.5}, tmp_path)
+    assert path.name == "bench_example.json" and json.loads(path.read_text()) == {"tokens_per_s": 1.5}

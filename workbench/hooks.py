@@ -78,7 +78,7 @@ def check_hook_name(model: torch.nn.Module, name: str) -> str:
 
 
 @dataclass
-class ActivationCache:
+class CachedActivations:
     """Activations at each hook, flattened over (sequence, position): ``acts[name]`` is ``[n_tokens, d]``.
 
     ``token_ids``, ``sequence_index`` and ``positions`` say where each row came from. Large caches are
@@ -111,7 +111,7 @@ def _last_layer_needed(model: torch.nn.Module, hook_names: Sequence[str]) -> int
 @torch.no_grad()
 def cache_activations(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], hook_names: Sequence[str],
                       batch_size: int = 32, exclude_bos: bool = True, store_dir: str | Path | None = None,
-                      max_memory_mb: float = 2048, progress: bool = True) -> ActivationCache:
+                      max_memory_mb: float = 2048, progress: bool = True) -> CachedActivations:
     """Run ``tokens`` through ``model`` in batches and keep the activations at ``hook_names``.
 
     Activations of shape ``[batch pos ...]`` are flattened to ``[n_tokens, d]`` (heads are flattened
@@ -148,7 +148,7 @@ def cache_activations(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], hook
     acts = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in outputs.items()}
     seq_idx = torch.arange(len(tokens))[:, None].expand_as(tokens)[keep]
     pos = torch.arange(tokens.shape[1])[None, :].expand_as(tokens)[keep]
-    return ActivationCache(acts, tokens[keep], seq_idx, pos)
+    return CachedActivations(acts, tokens[keep], seq_idx, pos)
 
 
 def _allocate(name: str, shape: tuple[int, int], store_dir, max_memory_mb: float, n_hooks: int):

@@ -60,6 +60,15 @@ class NotebookResults:
         return path
 
 
+def write_benchmark(name: str, payload: dict, directory: str | Path | None = None) -> Path:
+    """Save a benchmark's measurements as ``results/bench_<name>.json`` (benchmarks, never tests, time things)."""
+    out = Path(directory) if directory is not None else results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_{name}.json"
+    path.write_text(json.dumps(payload, indent=1, default=_jsonable))
+    return path
+
+
 def _jsonable(x):
     if hasattr(x, "item"):
         return x.item()
