@@ -114,3 +114,25 @@ def test_bf16_autocast_trains_as_well_on_planted_features():
     assert result.history[-1]["explained_variance"] > 0.8
     best_cos = (directions @ torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1).T).max(dim=1).values
     assert (best_cos > 0.9).float().mean() > 0.8
+
+
+def test_model_source_streams_the_models_activations_deterministically(tiny_bridge, smoke_world):
+    from workbench import hooks
+    from workbench.datasets.corpus import token_sequences
+    from workbench.training import ModelActivationSource
+
+    tokens = token_sequences(smoke_world, tiny_bridge.tokenizer, 12, seq_len=32)
+    hook = hooks.resid_pre(1)
+    source = ModelActivationSource(tiny_bridge, tokens, hook, sequences_per_chunk=4, seed=1)
+    again = ModelActivationSource(tiny_bridge, tokens, hook, sequences_per_chunk=4, seed=1)
+    assert source.d == tiny_bridge.cfg.d_model
+    every = hooks.cache_activations(tiny_bridge, tokens, [hook], progress=False)[hook]
+    for step in [0, 3, 7, 2]:  # out of order, across chunks and epochs
+        b = source.batch(step, 16)
+        assert torch.equal(b, again.batch(step, 16))
+        assert torch.cdist(b, every).min(dim=1).values.max() < 1e-3  # a real activation (rows differ by ~0.1)
+    sae = make_training_sae("standard", d_in=tiny_bridge.cfg.d_model, d_sae=64)
+    result = train_dictionary(sae, source, dataclasses.replace(CFG, n_steps=10, batch_size=16), progress=False)
+    assert result.steps == 10
+    with pytest.raises(ValueError, match="Closest valid names"):
+        ModelActivationSource(tiny_bridge, tokens, "blocks.1.resid_pre")

@@ -132,6 +132,56 @@ class TensorSource:
         return self.acts[idx].to(self.device, torch.float32)
 
 
+class ModelActivationSource:
+    """Activations computed from the model on the fly, a chunk of sequences at a time (bounded memory).
+
+    Sequences are taken in a seeded order, ``sequences_per_chunk`` at a time; each chunk's activations at
+    ``hook_name`` (BOS positions left out) are shuffled and cut into batches. The batch of a step depends
+    only on the seed and the step, so training on it resumes exactly.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokens: Tensor, hook_name: str, sequences_per_chunk: int = 256,
+                 seed: int = 0, device: str | torch.device = "cpu") -> None:
+        from workbench import hooks
+
+        hooks.check_hook_name(model, hook_name)
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [n_sequences, pos], got shape {tuple(tokens.shape)}")
+        self.model, self.tokens, self.hook_name, self.seed = model, tokens, hook_name, seed
+        self.device = torch.device(device)
+        order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))
+        self.chunks = [order[i:i + sequences_per_chunk] for i in range(0, len(tokens), sequences_per_chunk)]
+        bos = model.tokenizer.bos_token_id
+        self.chunk_sizes = [int((tokens[idx] != bos).sum()) for idx in self.chunks]
+        self.d = self._activations(self.chunks[0][:1]).shape[1]
+        self._cached: tuple[tuple[int, int], Tensor] | None = None
+
+    def _activations(self, idx: Tensor) -> Tensor:
+        from workbench import hooks
+
+        return hooks.cache_activations(self.model, self.tokens[idx], [self.hook_name], progress=False)[self.hook_name]
+
+    def _chunk(self, epoch: int, c: int) -> Tensor:
+        if self._cached is None or self._cached[0] != (epoch, c):
+            acts = self._activations(self.chunks[c])
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch * 1_009 + c)
+            self._cached = ((epoch, c), acts[torch.randperm(len(acts), generator=g)])
+        return self._cached[1]
+
+    def batch(self, step: int, batch_size: int) -> Float[Tensor, "batch d"]:
+        per_chunk = [m // batch_size for m in self.chunk_sizes]
+        per_epoch = sum(per_chunk)
+        if per_epoch == 0:
+            raise ValueError(f"batch_size={batch_size} exceeds every chunk's {max(self.chunk_sizes)} activations; "
+                             "use more sequences_per_chunk or a smaller batch")
+        epoch, i = divmod(step, per_epoch)
+        for c, n in enumerate(per_chunk):
+            if i < n:
+                return self._chunk(epoch, c)[i * batch_size:(i + 1) * batch_size].to(self.device)
+            i -= n
+        raise AssertionError("unreachable: step index past the epoch")
+
+
 @dataclass
 class TrainResult:
     """What a training run returns besides the trained SAE."""
