@@ -26,6 +26,7 @@ from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInpu
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench import hooks
 from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.dictionaries import training_input_width
 
@@ -142,8 +143,6 @@ class ModelActivationSource:
 
     def __init__(self, model: torch.nn.Module, tokens: Tensor, hook_name: str, sequences_per_chunk: int = 256,
                  seed: int = 0, device: str | torch.device = "cpu") -> None:
-        from workbench import hooks
-
         hooks.check_hook_name(model, hook_name)
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [n_sequences, pos], got shape {tuple(tokens.shape)}")
@@ -157,8 +156,6 @@ class ModelActivationSource:
         self._cached: tuple[tuple[int, int], Tensor] | None = None
 
     def _activations(self, idx: Tensor) -> Tensor:
-        from workbench import hooks
-
         return hooks.cache_activations(self.model, self.tokens[idx], [self.hook_name], progress=False)[self.hook_name]
 
     def _chunk(self, epoch: int, c: int) -> Tensor:
@@ -242,7 +239,11 @@ def batch_metrics(out: TrainStepOutput) -> dict[str, float]:
     """L0 and explained variance of one training batch."""
     x, x_hat = out.sae_in, out.sae_out
     fvu = (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    return {"l0": (out.feature_acts > 0).float().sum(-1).mean().item(), "explained_variance": 1 - fvu.item()}
+    return {"l0": (out.feature_acts != 0).float().sum(-1).mean().item(), "explained_variance": 1 - fvu.item()}
+
+
+PER_FEATURE_PARAMS = ("b_enc", "b_gate", "b_mag", "r_mag")
+"""Per-feature parameters (of whichever architecture has them) that resampling resets to zero."""
 
 
 @torch.no_grad()
@@ -267,11 +268,11 @@ def resample_dead(sae: TrainingSAE, opt: torch.optim.Optimizer, dead: Tensor, x:
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
     sae.W_dec.data[idx] = directions
     sae.W_enc.data[:, idx] = directions.T * 0.2 * enc_norm
-    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+    for name in PER_FEATURE_PARAMS:
         p = getattr(sae, name, None)
         if isinstance(p, torch.nn.Parameter):
             p.data[idx] = 0.0
-    for p in (sae.W_dec, sae.W_enc, *(getattr(sae, n, None) for n in ("b_enc", "b_gate", "b_mag", "r_mag"))):
+    for p in (sae.W_dec, sae.W_enc, *(getattr(sae, n, None) for n in PER_FEATURE_PARAMS)):
         if isinstance(p, torch.nn.Parameter) and p in opt.state:
             for moment in ("exp_avg", "exp_avg_sq"):
                 m = opt.state[p][moment]
@@ -300,16 +301,19 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
     coefficient_specs = sae.get_coefficients()
     total = cfg.total_steps
     stop = total if max_steps is None else min(total, max_steps)
-    scale = estimate_activation_scale(source, min(cfg.batch_size, 4096)) if cfg.normalize_activations else 1.0
-    state = {"step": 0, "wall_time_s": 0.0, "history": [], "activation_scale": scale}
+    state = {"step": 0, "wall_time_s": 0.0, "history": [], "activation_scale": 1.0}
     steps_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and has_checkpoint(ckpt):
         state = load_checkpoint(ckpt, sae, opt)
         steps_since_fired = torch.tensor(state["steps_since_fired"], device=device)
-        scale = state["activation_scale"]
-    elif cfg.decoder_unit_norm:  # a fresh run starts from unit-norm rows (renormalising on resume would
-        _normalize_decoder(sae.W_dec.data)  # perturb the restored weights' last bits)
+    else:  # a fresh run: measure the input scale once (a resumed run restores it) and start from unit-norm
+        # decoder rows (renormalising on resume would perturb the restored weights' last bits)
+        if cfg.normalize_activations:
+            state["activation_scale"] = estimate_activation_scale(source, min(cfg.batch_size, 4096))
+        if cfg.decoder_unit_norm:
+            _normalize_decoder(sae.W_dec.data)
+    scale = state["activation_scale"]
     generator = torch.Generator().manual_seed(cfg.seed + 7919 * state["step"])
 
     bar = tqdm(range(state["step"], stop), initial=state["step"], total=total, disable=not progress,

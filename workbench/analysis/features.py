@@ -117,8 +117,8 @@ def logit_effects(model, direction: Float[Tensor, " d_model"], k: int = 10,
                   apply_ln: bool = True) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Logit lens of a residual direction: the tokens it promotes and suppresses most.
 
-    ``W_U (LN_final(d))`` with the final LayerNorm's scale and bias when ``apply_ln`` (the direction is
-    centred and normalised as a residual vector would be).
+    ``W_U (LN_final(d))`` with the final LayerNorm's centring, normalisation and scale (not its bias,
+    which would add the same vector to every direction) when ``apply_ln``.
     """
     d = direction.float().to(model.W_U.device)
     if apply_ln:

@@ -15,7 +15,6 @@ identical, so a trained model saves as SAELens's plain ``gated`` and loads witho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from sae_lens.registry import register_sae_training_class
@@ -37,9 +36,6 @@ class GatedPaperTrainingSAEConfig(GatedTrainingSAEConfig):
     def get_inference_config_class(self) -> type[GatedSAEConfig]:
         return GatedSAEConfig
 
-    @override
-    def get_inference_sae_cfg_dict(self) -> dict[str, Any]:
-        return super().get_inference_sae_cfg_dict() | {"architecture": "gated"}
 
 
 class GatedPaperTrainingSAE(GatedTrainingSAE):

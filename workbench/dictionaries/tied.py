@@ -27,9 +27,6 @@ class TiedStandardTrainingSAEConfig(StandardTrainingSAEConfig):
     def get_inference_config_class(self) -> type[StandardSAEConfig]:
         return StandardSAEConfig
 
-    @override
-    def get_inference_sae_cfg_dict(self) -> dict[str, Any]:
-        return super().get_inference_sae_cfg_dict() | {"architecture": "standard"}
 
 
 class TiedStandardTrainingSAE(StandardTrainingSAE):

@@ -9,7 +9,6 @@ SAELens's inference ``Transcoder`` (``apply_b_dec_to_input=False``) and loads wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from sae_lens.registry import register_sae_training_class
@@ -42,9 +41,6 @@ class TranscoderTrainingSAEConfig(StandardTrainingSAEConfig):
     def get_inference_config_class(self) -> type[TranscoderConfig]:
         return TranscoderConfig
 
-    @override
-    def get_inference_sae_cfg_dict(self) -> dict[str, Any]:
-        return super().get_inference_sae_cfg_dict() | {"architecture": "transcoder"}
 
 
 class TranscoderTrainingSAE(StandardTrainingSAE):
