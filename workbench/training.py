@@ -69,6 +69,9 @@ class DictionaryTrainConfig:
     """Resample dead features every this many steps (0: never); Anthropic-style, from badly reconstructed inputs."""
     resample_until_fraction: float = 0.6
     """No resampling after this fraction of training (so features can settle)."""
+    resample_encoder_scale: float = 0.2
+    """A resampled feature's encoder norm, relative to the mean alive one: 0.2 for L1 SAEs (Anthropic's), 1 for
+    TopK, where a feature must out-compete the alive ones to fire at all."""
     normalize_activations: bool = True
     """Rescale inputs to ``E[||x||] = sqrt(d_in)`` during training (folded into the weights at the end)."""
     bf16: bool = False
@@ -235,11 +238,21 @@ def _normalize_decoder(W_dec: Tensor) -> None:
 
 
 @torch.no_grad()
+def fired_features(feature_acts: Tensor) -> Tensor:
+    """``[d_sae]`` bool: which features fired on the batch (dense codes or a sparse COO tensor of them)."""
+    if feature_acts.is_sparse:
+        fired = torch.zeros(feature_acts.shape[-1], dtype=torch.bool, device=feature_acts.device)
+        return fired.index_fill_(0, feature_acts.indices()[-1][feature_acts.values() != 0], True)
+    return (feature_acts != 0).any(0)
+
+
+@torch.no_grad()
 def batch_metrics(out: TrainStepOutput) -> dict[str, float]:
     """L0 and explained variance of one training batch."""
-    x, x_hat = out.sae_in, out.sae_out
+    x, x_hat, codes = out.sae_in, out.sae_out, out.feature_acts
     fvu = (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    return {"l0": (out.feature_acts != 0).float().sum(-1).mean().item(), "explained_variance": 1 - fvu.item()}
+    n_active = (codes.values() != 0).sum() if codes.is_sparse else (codes != 0).sum()
+    return {"l0": n_active.item() / len(x), "explained_variance": 1 - fvu.item()}
 
 
 PER_FEATURE_PARAMS = ("b_enc", "b_gate", "b_mag", "r_mag")
@@ -248,12 +261,12 @@ PER_FEATURE_PARAMS = ("b_enc", "b_gate", "b_mag", "r_mag")
 
 @torch.no_grad()
 def resample_dead(sae: TrainingSAE, opt: torch.optim.Optimizer, dead: Tensor, x: Tensor, x_hat: Tensor,
-                  generator: torch.Generator) -> int:
+                  generator: torch.Generator, encoder_scale: float = 0.2) -> int:
     """Re-initialise dead features towards inputs the SAE reconstructs worst (Anthropic, 2023).
 
     Each dead feature's decoder row becomes a normalised badly-reconstructed input (sampled with
-    probability proportional to its squared error); its encoder column points the same way at 0.2 times
-    the mean alive encoder norm; its biases and Adam moments are reset. Returns how many were resampled.
+    probability proportional to its squared error); its encoder column points the same way at
+    ``encoder_scale`` times the mean alive encoder norm; its biases and Adam moments are reset. Returns how many were resampled.
     """
     idx = dead.nonzero().squeeze(-1)
     if len(idx) == 0:
@@ -267,7 +280,7 @@ def resample_dead(sae: TrainingSAE, opt: torch.optim.Optimizer, dead: Tensor, x:
     alive = ~dead
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
     sae.W_dec.data[idx] = directions
-    sae.W_enc.data[:, idx] = directions.T * 0.2 * enc_norm
+    sae.W_enc.data[:, idx] = directions.T * encoder_scale * enc_norm
     for name in PER_FEATURE_PARAMS:
         p = getattr(sae, name, None)
         if isinstance(p, torch.nn.Parameter):
@@ -342,12 +355,13 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
         opt.zero_grad(set_to_none=True)
         if cfg.decoder_unit_norm:
             _normalize_decoder(sae.W_dec.data)
-        fired = (out.feature_acts.detach() != 0).any(0)
+        fired = fired_features(out.feature_acts.detach())
         steps_since_fired = torch.where(fired, 0, steps_since_fired + 1)
         if (cfg.resample_every and (step + 1) % cfg.resample_every == 0
                 and step < cfg.resample_until_fraction * total):
-            resample_dead(sae, opt, steps_since_fired > cfg.dead_window, x, out.sae_out.detach(), generator)
-            steps_since_fired.zero_()
+            dead = steps_since_fired > cfg.dead_window
+            resample_dead(sae, opt, dead, x, out.sae_out.detach(), generator, cfg.resample_encoder_scale)
+            steps_since_fired[dead] = 0  # a fresh chance for the resampled; the rest keep their counts
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
             point = {"step": step + 1, "loss": out.loss.item(), **batch_metrics(out),
                      "dead_fraction": (steps_since_fired > cfg.dead_window).float().mean().item()}

@@ -11,17 +11,51 @@ def test_categories_cover_the_worlds_words(smoke_world, smoke_tokenizer):
     assert cats[smoke_tokenizer.convert_tokens_to_ids(".")] == "punctuation"
 
 
-def test_a_feature_that_fires_on_one_category_is_pure_and_a_mixed_one_is_not():
+def test_categories_and_facets_label_the_worlds_words(smoke_world, smoke_tokenizer):
+    labels = features.token_labels(smoke_world, smoke_tokenizer)
+    first = smoke_tokenizer(smoke_world.vocab["first"][0], add_special_tokens=False).input_ids[0]
+    last = smoke_tokenizer(smoke_world.vocab["last"][0], add_special_tokens=False).input_ids[0]
+    assert labels["kind"][first] == labels["kind"][last] == "person name"
+    assert labels["role"][smoke_tokenizer(" piano", add_special_tokens=False).input_ids[0]] == "noun"
+    assert labels["role"][smoke_tokenizer(" sings", add_special_tokens=False).input_ids[0]] == "verb"
+
+
+def _two_category_world():
     token_ids = torch.arange(200)
     categories = {i: ("city" if i < 100 else "first") for i in range(200)}
     codes = torch.zeros(200, 2)
-    codes[:100, 0] = torch.rand(100) + 1  # fires on cities only
-    codes[::2, 1] = torch.rand(100) + 1  # fires on every other token: half cities, half names
+    codes[:100, 0] = torch.rand(100, generator=torch.Generator().manual_seed(0)) + 1  # fires on cities only
+    codes[::2, 1] = torch.rand(100, generator=torch.Generator().manual_seed(1)) + 1  # half cities, half names
+    return token_ids, categories, codes
+
+
+def test_a_feature_that_fires_on_one_category_is_pure_and_a_mixed_one_is_at_chance():
+    token_ids, categories, codes = _two_category_world()
     score = features.interpretability_score(codes, token_ids, categories, k=40)
-    assert score.purity[0] == 1.0 and score.category[0] == "city"
-    assert 0.4 <= score.purity[1] <= 0.6
+    assert score.purity[0] == 1.0 and score.category[0] == "city" and score.raw_purity[0] == 1.0
+    # the mixed feature's best label covers about half its top tokens: what chance (base rate 0.5) gives
+    assert 0.4 <= score.raw_purity[1] <= 0.6 and abs(score.purity[1]) <= 0.2
     neg = features.interpretability_score(-codes, token_ids, categories, k=40, both_signs=True)
-    assert neg.purity[0] == 1.0
+    assert neg.purity[0] == 1.0 and neg.sign[0] == -1
+
+
+def test_purity_is_best_over_facets():
+    token_ids, categories, codes = _two_category_world()
+    coarse = {i: "entity" if i % 2 == 0 else "other" for i in range(200)}  # feature 1 fires on exactly these
+    score = features.interpretability_score(codes, token_ids, {"category": categories, "parity": coarse}, k=40)
+    assert score.facet[1] == "parity" and score.purity[1] == 1.0
+
+
+def test_explanation_purity_rewards_codes_made_of_features_that_fit_the_token():
+    token_ids, categories, codes = _two_category_world()
+    sparse = torch.zeros(200, 2)
+    sparse[:100, 0], sparse[100:, 1] = 1.0, 1.0  # one feature per category: every token fully explained
+    score = features.interpretability_score(sparse, token_ids, categories, k=40)
+    assert features.explanation_purity(sparse, token_ids, categories, score) == 1.0
+    # six more features that fire on everything: each fits only the half of the tokens of its label
+    dense = torch.cat([sparse, torch.rand(200, 6, generator=torch.Generator().manual_seed(0))], dim=1)
+    score = features.interpretability_score(dense, token_ids, categories, k=40)
+    assert features.explanation_purity(dense, token_ids, categories, score) < 0.75
 
 
 def test_l0_ratio_interpolates_the_reference_frontier():

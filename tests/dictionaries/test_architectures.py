@@ -10,8 +10,8 @@ from sae_lens.saes.sae import TrainStepInput
 
 from workbench.dictionaries import load_dictionary, make_training_sae, save_dictionary
 
-TRAINABLE = ["standard", "standard_tied", "gated", "gated_paper", "topk", "batchtopk", "jumprelu"]
-EXTRA = {"topk": {"k": 4}, "batchtopk": {"k": 4}}
+TRAINABLE = ["standard", "standard_tied", "gated", "gated_paper", "topk", "topk_sparse", "batchtopk", "jumprelu"]
+EXTRA = {"topk": {"k": 4}, "topk_sparse": {"k": 4}, "batchtopk": {"k": 4}}
 
 
 def step_input(x, d_sae):
@@ -132,3 +132,32 @@ def test_transcoder_learns_a_linear_map_and_saves_as_a_sae_lens_transcoder(tmp_p
     pred = loaded.decode(loaded.encode(x_in[:1000]))
     assert torch.allclose(pred, sae.decode(sae.encode(x_in[:1000])), atol=1e-5)
     assert 1 - (pred - x_out[:1000]).pow(2).sum() / (x_out[:1000] - x_out[:1000].mean(0)).pow(2).sum() > 0.9
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("n_dead", [0, 5, 40])
+def test_sparse_topk_step_equals_sae_lens_topk(rescale, n_dead):
+    """Same weights and batch: the sparse step's outputs, losses and every gradient equal SAELens's dense topk
+    (including the AuxK loss, whose k_aux = d_in // 2 = 8 is below and above the number of dead features)."""
+    torch.manual_seed(0)
+    dense = make_training_sae("topk", d_in=16, d_sae=64, k=4, rescale_acts_by_decoder_norm=rescale)
+    sparse = make_training_sae("topk_sparse", d_in=16, d_sae=64, k=4, rescale_acts_by_decoder_norm=rescale)
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        sparse.load_state_dict(dense.state_dict())
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[torch.randperm(64)[:n_dead]] = True
+    outs = []
+    for sae in (dense, sparse):
+        inp = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
+        out = sae.training_forward_pass(inp)
+        out.loss.backward()
+        outs.append(out)
+    assert torch.allclose(outs[0].sae_out, outs[1].sae_out, atol=1e-5)
+    assert torch.allclose(outs[0].feature_acts, outs[1].feature_acts.to_dense(), atol=1e-5)
+    for key in ("mse_loss", "auxiliary_reconstruction_loss"):
+        assert torch.allclose(outs[0].losses[key], outs[1].losses[key], atol=1e-5), key
+    for (name, p_dense), p_sparse in zip(dense.named_parameters(), sparse.parameters(), strict=True):
+        assert torch.allclose(p_dense.grad, p_sparse.grad, atol=1e-5), name

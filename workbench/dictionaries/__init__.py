@@ -16,7 +16,7 @@ from sae_lens import SAE
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from sae_lens.saes.sae import TrainingSAE
 
-from workbench.dictionaries import gated_paper, tied, transcoder  # noqa: F401  (register our architectures)
+from workbench.dictionaries import gated_paper, sparse_topk, tied, transcoder  # noqa: F401  (register our architectures)
 
 
 def training_input_width(sae: TrainingSAE) -> int:
