@@ -55,11 +55,11 @@ def test_trained_sae_reads_raw_activations_after_the_scale_is_folded(planted_run
     assert 1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum() > 0.85
 
 
-@pytest.mark.parametrize("arch", ["standard", "gated_paper", "topk"])
+@pytest.mark.parametrize("arch", ["standard", "gated_paper", "topk", "topk_sparse"])
 def test_resume_equals_an_uninterrupted_run(arch, tmp_path):
     acts, _ = planted(n=4000)
     cfg = dataclasses.replace(CFG, n_steps=40, batch_size=256, checkpoint_every=10, resample_every=20, dead_window=5)
-    extra = {"k": 3} if arch == "topk" else {}
+    extra = {"k": 3} if arch.startswith("topk") else {}
     torch.manual_seed(1)
     a = make_training_sae(arch, d_in=32, d_sae=64, **extra)
     torch.manual_seed(1)
@@ -70,6 +70,16 @@ def test_resume_equals_an_uninterrupted_run(arch, tmp_path):
     assert resumed.steps == 40
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), f"{name} differs after resume"
+
+
+def test_sparse_topk_recovers_planted_features_through_the_loop():
+    torch.manual_seed(0)
+    acts, directions = planted()
+    sae = make_training_sae("topk_sparse", d_in=32, d_sae=192, k=3)
+    result = train_dictionary(sae, TensorSource(acts), dataclasses.replace(CFG, n_steps=800), progress=False)
+    assert result.history[-1]["l0"] == 3 and result.history[-1]["explained_variance"] > 0.85
+    best_cos = (directions @ torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1).T).max(dim=1).values
+    assert (best_cos > 0.9).float().mean() > 0.9, f"recovered {(best_cos > 0.9).float().mean():.2f} of planted features"
 
 
 def test_resampling_revives_dead_features():

@@ -242,7 +242,7 @@ def fired_features(feature_acts: Tensor) -> Tensor:
     """``[d_sae]`` bool: which features fired on the batch (dense codes or a sparse COO tensor of them)."""
     if feature_acts.is_sparse:
         fired = torch.zeros(feature_acts.shape[-1], dtype=torch.bool, device=feature_acts.device)
-        return fired.index_fill_(0, feature_acts.indices()[-1][feature_acts.values() != 0], True)
+        return fired.index_fill_(0, feature_acts._indices()[-1][feature_acts._values() != 0], True)
     return (feature_acts != 0).any(0)
 
 
@@ -251,7 +251,7 @@ def batch_metrics(out: TrainStepOutput) -> dict[str, float]:
     """L0 and explained variance of one training batch."""
     x, x_hat, codes = out.sae_in, out.sae_out, out.feature_acts
     fvu = (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    n_active = (codes.values() != 0).sum() if codes.is_sparse else (codes != 0).sum()
+    n_active = (codes._values() != 0).sum() if codes.is_sparse else (codes != 0).sum()  # uncoalesced is fine
     return {"l0": n_active.item() / len(x), "explained_variance": 1 - fvu.item()}
 
 

@@ -1,5 +1,5 @@
-"""A feature browser for notebooks: one card per feature (density, category purity, top contexts, logit
-effects) and an ipywidgets slider over features."""
+"""A feature browser for notebooks: one card per feature (density, ground-truth label purity, top contexts,
+logit effects) and an ipywidgets slider over features."""
 
 from __future__ import annotations
 
@@ -46,26 +46,23 @@ def feature_card(model, data: FeatureData, feature: int, k: int = 6) -> str:
     promoted, suppressed = logit_effects(model, data.W_dec[feature], k=6)
     items = "".join(f"<li>{v:.2f}: {context(model, data, r)}</li>" for v, r in zip(vals.tolist(), rows.tolist(), strict=True))
     fmt = lambda pairs: ", ".join(f"{html.escape(t)} ({v:+.1f})" for t, v in pairs)  # noqa: E731
-    return (f"<h4>feature {feature}</h4><p>density {density:.4f} · top-{k} purity {purity:.2f} ({category})</p>"
+    return (f"<h4>feature {feature}</h4><p>density {density:.4f} · label purity {purity:.2f} ({category})</p>"
             f"<ol>{items}</ol><p>promotes: {fmt(promoted)}<br>suppresses: {fmt(suppressed)}</p>")
 
 
 def feature_browser(model, data: FeatureData, start: int = 0):
-    """A slider over features showing :func:`feature_card` (needs ipywidgets in a live notebook)."""
+    """A slider over features showing :func:`feature_card` (a live notebook renders it; the card is an HTML
+    widget whose value the slider sets, so it also updates without a front end, and in tests)."""
     import ipywidgets as widgets
-    from IPython.display import HTML, display
 
     slider = widgets.IntSlider(value=start, min=0, max=data.codes.shape[1] - 1, description="feature")
-    out = widgets.Output()
+    card = widgets.HTML(value=feature_card(model, data, start))
 
-    def show(change=None) -> None:
-        out.clear_output(wait=True)
-        with out:
-            display(HTML(feature_card(model, data, slider.value)))
+    def show(change: dict) -> None:
+        card.value = feature_card(model, data, change["new"])
 
     slider.observe(show, names="value")
-    show()
-    return widgets.VBox([slider, out])
+    return widgets.VBox([slider, card])
 
 
 @torch.no_grad()
