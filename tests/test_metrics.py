@@ -18,6 +18,15 @@ def test_metrics_agree_with_sae_lens_and_hand_values():
     gamma = x_hat.pow(2).sum(-1).mean() / (x_hat * x).sum(-1).mean()  # SAELens's relative_reconstruction_bias
     assert abs(m.shrinkage_gamma - gamma.item()) < 1e-4
     assert m.density.shape == (32,) and 0 <= m.dead_fraction <= 1
+    assert torch.allclose(metrics.feature_density(sae, x, batch_size=300), m.density)
+
+
+def test_a_feature_that_never_fires_has_zero_density():
+    sae = make_training_sae("standard", d_in=4, d_sae=3)
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.tensor([100.0, 0.0, -100.0]))  # always on, sometimes on, never on
+    density = metrics.feature_density(sae, torch.randn(500, 4))
+    assert density[0] == 1.0 and 0 < density[1] < 1 and density[2] == 0.0
 
 
 def test_a_perfect_reconstruction_explains_everything_without_shrinkage():

@@ -48,6 +48,16 @@ class DictionaryMetrics:
 
 
 @torch.no_grad()
+def feature_density(dictionary: torch.nn.Module, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> Tensor:
+    """``[d_sae]`` share of ``acts`` each feature fires on (encoding only: cheap enough for a whole training set,
+    where a feature that never fires is dead by the usual definition)."""
+    fired = torch.zeros(dictionary.W_dec.shape[0], device=dictionary.W_dec.device)
+    for i in range(0, len(acts), batch_size):
+        fired += (dictionary.encode(acts[i:i + batch_size].to(dictionary.W_dec.device, torch.float32)) != 0).sum(0)
+    return (fired / len(acts)).cpu()
+
+
+@torch.no_grad()
 def dictionary_metrics(dictionary: torch.nn.Module, acts: Float[Tensor, "n d_in"],
                        batch_size: int = 8192) -> DictionaryMetrics:
     """Evaluate ``dictionary`` on ``acts`` in batches."""

@@ -65,3 +65,15 @@ def test_l0_ratio_interpolates_the_reference_frontier():
     test = [pt("g", 10, 0.9), pt("g", 2, 0.5)]  # the second lies outside the reference's range
     r = frontier.l0_ratio_at_equal_ev(test, reference)
     assert r["n_points_in_range"] == 1 and abs(r["median"] - 0.5) < 1e-9
+
+
+def test_density_plot_counts_features_that_never_fire(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from workbench import viz
+
+    density = torch.tensor([0.0, 0.0, 1e-3, 1e-2, 0.2])
+    fig = frontier.plot_feature_density({"standard": frontier.SweepPoint("standard", {}, {"l0": 3.0}, density=density)})
+    assert "2 never fire" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert viz.save_figure(fig, "density", tmp_path).exists()  # titled and labelled, or save_figure refuses
+    plt.close(fig)

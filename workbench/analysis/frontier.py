@@ -23,6 +23,8 @@ class SweepPoint:
     metrics: dict[str, float]
     train: dict = field(default_factory=dict)
     dictionary: torch.nn.Module | None = field(default=None, repr=False)
+    density: Tensor | None = field(default=None, repr=False)
+    """``[d_sae]`` firing frequency of each feature on the held-out activations."""
 
     def row(self) -> dict:
         return {"architecture": self.architecture, **{f"setting_{k}": v for k, v in self.setting.items()},
@@ -31,14 +33,15 @@ class SweepPoint:
 
 def train_and_measure(architecture: str, setting: dict, train_acts: Float[Tensor, "n d"], eval_acts: Float[Tensor, "m d"],
                       d_sae: int, cfg: DictionaryTrainConfig, progress: bool = False) -> SweepPoint:
-    """Train one dictionary of ``architecture`` with config fields ``setting`` and measure it on ``eval_acts``."""
+    """Train one dictionary of ``architecture`` with config fields ``setting`` and measure it on ``eval_acts``
+    (and which features never fire on any of ``train_acts``: dead by the usual definition)."""
     torch.manual_seed(cfg.seed)
     sae = make_training_sae(architecture, d_in=train_acts.shape[1], d_sae=d_sae, **setting)
     result: TrainResult = train_dictionary(sae, TensorSource(train_acts, seed=cfg.seed), cfg, progress=progress)
     m = metrics.dictionary_metrics(sae, eval_acts)
-    return SweepPoint(architecture, setting, m.summary(),
-                      {"train_dead_fraction": result.dead_fraction, "activations_per_s": result.activations_per_s,
-                       "wall_time_s": result.wall_time_s}, sae)
+    never_on_train = (metrics.feature_density(sae, train_acts) == 0).float().mean().item()
+    return SweepPoint(architecture, setting, m.summary() | {"dead_fraction_on_train": never_on_train},
+                      {"activations_per_s": result.activations_per_s, "wall_time_s": result.wall_time_s}, sae, m.density)
 
 
 def pareto_front(l0: np.ndarray, ev: np.ndarray) -> np.ndarray:
@@ -84,6 +87,24 @@ def best_at_l0(points: list[SweepPoint], max_l0: float, key: str = "ce_loss_reco
     """The point with the highest ``key`` among those with L0 <= ``max_l0``."""
     ok = [p for p in points if p.metrics["l0"] <= max_l0]
     return max(ok, key=lambda p: p.metrics[key]) if ok else None
+
+
+def plot_feature_density(points: dict[str, SweepPoint]):
+    """Histogram of log10 feature density (share of held-out tokens a feature fires on), one per dictionary;
+    features that never fire are counted in the legend, since a log axis cannot show them."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, p in points.items():
+        density = p.density
+        alive = density[density > 0]
+        ax.hist(np.log10(alive.numpy()), bins=50, histtype="step", linewidth=1.5,
+                label=f"{name} (L0 {p.metrics['l0']:.0f}; {int((density == 0).sum())} never fire)")
+    ax.set(title="Feature density", xlabel="log10 firing frequency on held-out tokens", ylabel="number of features")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def plot_frontiers(points: list[SweepPoint], baselines: list[SweepPoint] = ()):

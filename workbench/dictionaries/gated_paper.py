@@ -39,13 +39,32 @@ class GatedPaperTrainingSAEConfig(GatedTrainingSAEConfig):
 
 
 class GatedPaperTrainingSAE(GatedTrainingSAE):
-    """Gated SAE trained with the paper's loss: L1 on ReLU(pi_gate) and a frozen-decoder auxiliary term."""
+    """Gated SAE trained with the paper's loss: L1 on ReLU(pi_gate) and a frozen-decoder auxiliary term.
+
+    The gate and magnitude paths share one encoder matmul (``W_mag = exp(r_mag) * W_gate`` makes the
+    magnitude pre-activation ``(x - b_dec) W_gate * exp(r_mag) + b_mag``), and the loss reuses that step's
+    ``pi_gate``: one ``batch x d_in x d_sae`` product where SAELens's gated computes two (three with its loss).
+    """
+
+    _pi_gate: torch.Tensor | None = None
+
+    @override
+    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        projected = self.process_sae_in(x) @ self.W_enc
+        pi_gate = projected + self.b_gate
+        magnitude_pre = self.hook_sae_acts_pre(projected * self.r_mag.exp() + self.b_mag)
+        feature_acts = self.hook_sae_acts_post((pi_gate > 0).to(self.dtype) * self.activation_fn(magnitude_pre))
+        if self.training and torch.is_grad_enabled():
+            self._pi_gate = pi_gate  # for this training step's calculate_aux_loss
+        return feature_acts, magnitude_pre
 
     @override
     def calculate_aux_loss(self, step_input: TrainStepInput, feature_acts: torch.Tensor, hidden_pre: torch.Tensor,
                            sae_out: torch.Tensor) -> dict[str, torch.Tensor]:
         x = step_input.sae_in
-        pi_gate = (x - self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc + self.b_gate
+        pi_gate, self._pi_gate = self._pi_gate, None
+        if pi_gate is None or pi_gate.shape[0] != x.shape[0]:  # called outside training_forward_pass
+            pi_gate = self.process_sae_in(x) @ self.W_enc + self.b_gate
         gate_acts = torch.relu(pi_gate)
         l1_loss = step_input.coefficients["l1"] * gate_acts.sum(dim=-1).mean()
         frozen_recon = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
