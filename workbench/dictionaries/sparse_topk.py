@@ -37,10 +37,11 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, scale: Tensor, k: int):
         sae_in = x - b_dec
-        pre = torch.addmm(b_enc, sae_in, W_enc)
-        scaled = pre * scale
+        # the scale folded into the weights: a [d_in, d_sae] product instead of a [batch, d_sae] one
+        scaled = torch.addmm(b_enc * scale, sae_in, W_enc * scale)
         vals, idx = scaled.topk(k, dim=-1, sorted=False)
-        ctx.save_for_backward(sae_in, W_enc, scale, idx, pre.gather(-1, idx))
+        pre_at_idx = vals / scale[idx]  # the unscaled pre-activations, for the gradient of the scale
+        ctx.save_for_backward(sae_in, W_enc, scale, idx, pre_at_idx)
         ctx.mark_non_differentiable(idx)
         return vals, idx
 
