@@ -116,6 +116,14 @@ def test_mismatched_shapes_and_bad_configs_are_named():
         DictionaryTrainConfig(lr_decay_fraction=2)
 
 
+def test_sparse_topk_trains_under_bf16_autocast():
+    acts, _ = planted(n=4000)
+    sae = make_training_sae("topk_sparse", d_in=32, d_sae=64, k=3)
+    result = train_dictionary(sae, TensorSource(acts), dataclasses.replace(CFG, n_steps=30, bf16=True, log_every=10),
+                              progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"] and result.history[-1]["l0"] == 3
+
+
 def test_bf16_autocast_trains_as_well_on_planted_features():
     acts, directions = planted(n=10_000)
     sae = make_training_sae("standard", d_in=32, d_sae=192, l1_coefficient=1.0)

@@ -37,8 +37,10 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, scale: Tensor, k: int):
         sae_in = x - b_dec
-        # the scale folded into the weights: a [d_in, d_sae] product instead of a [batch, d_sae] one
-        scaled = torch.addmm(b_enc * scale, sae_in, W_enc * scale)
+        # the scale folded into the weights: a [d_in, d_sae] product instead of a [batch, d_sae] one. In fp32
+        # even under autocast: the sparse backward (index_add, sparse.mm) needs one dtype throughout.
+        with torch.autocast(x.device.type, enabled=False):
+            scaled = torch.addmm(b_enc * scale, sae_in, W_enc * scale)
         vals, idx = scaled.topk(k, dim=-1, sorted=False)
         pre_at_idx = vals / scale[idx]  # the unscaled pre-activations, for the gradient of the scale
         ctx.save_for_backward(sae_in, W_enc, scale, idx, pre_at_idx)
@@ -71,7 +73,8 @@ class _TopKDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, acts: Tensor, idx: Tensor, W_dec: Tensor):
         ctx.save_for_backward(acts, idx, W_dec)
-        return F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum")
+        with torch.autocast(acts.device.type, enabled=False):
+            return F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum")
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
