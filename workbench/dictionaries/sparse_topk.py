@@ -23,11 +23,11 @@ from torch import Tensor
 from typing_extensions import override
 
 
-def _scatter_matrix(idx: Int[Tensor, "batch k"], values: Float[Tensor, "batch k"], d_sae: int) -> Tensor:
-    """The sparse ``[d_sae, batch]`` matrix with ``values[b, j]`` at ``(idx[b, j], b)``."""
+def _sparse_codes(idx: Int[Tensor, "batch k"], values: Float[Tensor, "batch k"], d_sae: int) -> Tensor:
+    """The sparse ``[batch, d_sae]`` matrix with ``values[b, j]`` at ``(b, idx[b, j])`` (``.t()`` is free)."""
     batch, k = idx.shape
     rows = torch.arange(batch, device=idx.device).repeat_interleave(k)
-    return torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), values.reshape(-1), (d_sae, batch),
+    return torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), values.reshape(-1), (batch, d_sae),
                                    check_invariants=False)
 
 
@@ -57,13 +57,13 @@ class _TopKEncode(torch.autograd.Function):
             0, flat_idx, grad_pre.reshape(-1))
         grad_scale = torch.zeros_like(grad_b_enc).index_add_(0, flat_idx, (grad_vals * pre_at_idx).reshape(-1))
         grad_x = grad_b_dec = grad_W_enc = None
-        G = _scatter_matrix(idx, grad_pre, d_sae)  # [d_sae, batch]
+        G = _sparse_codes(idx, grad_pre, d_sae)  # [batch, d_sae]
         if ctx.needs_input_grad[2]:
-            grad_W_enc = torch.sparse.mm(G, sae_in).T
+            grad_W_enc = torch.sparse.mm(G.t(), sae_in).T
         if ctx.needs_input_grad[1]:  # only the batch sum of d loss / d sae_in is needed: no [batch, d_in] matmul
             grad_b_dec = -(W_enc @ grad_b_enc)
         if ctx.needs_input_grad[0]:
-            grad_x = torch.sparse.mm(G.t(), W_enc.T)
+            grad_x = torch.sparse.mm(G, W_enc.T)
         return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, grad_scale, None
 
 
@@ -83,7 +83,7 @@ class _TopKDecode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_acts = torch.bmm(W_dec[idx], grad_out.unsqueeze(-1)).squeeze(-1)
         if ctx.needs_input_grad[2]:
-            grad_W_dec = torch.sparse.mm(_scatter_matrix(idx, acts, W_dec.shape[0]), grad_out)
+            grad_W_dec = torch.sparse.mm(_sparse_codes(idx, acts, W_dec.shape[0]).t(), grad_out)
         return grad_acts, None, grad_W_dec
 
 
@@ -131,10 +131,7 @@ class SparseTopKTrainingSAE(TopKTrainingSAE):
         mse_loss = (sae_out - x).pow(2).sum(-1).mean()
         losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": self._aux_loss(x, sae_out, norms,
                                                                                         step_input.dead_neuron_mask)}
-        batch, k = idx.shape
-        rows = torch.arange(batch, device=idx.device).repeat_interleave(k)
-        feature_acts = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), acts.detach().reshape(-1),
-                                               (batch, self.cfg.d_sae), check_invariants=False)
+        feature_acts = _sparse_codes(idx, acts.detach(), self.cfg.d_sae)
         return TrainStepOutput(sae_in=x, sae_out=sae_out, feature_acts=feature_acts, hidden_pre=acts.detach(),
                                loss=sum(losses.values()), losses=losses)
 
