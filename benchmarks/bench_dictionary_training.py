@@ -25,8 +25,8 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from workbench.dictionaries import make_training_sae
+from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, train_dictionary
 from workbench.results import write_benchmark
-from workbench.training import DictionaryTrainConfig, TensorSource, train_dictionary
 
 BATCH = 4096
 TOPK = 32

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from workbench import evaluation
+from workbench import behaviours
 from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.datasets import World
 from workbench.tokenizer import build_tokenizer
@@ -171,7 +171,7 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
                 "another checkpoint directory")
         log.info("resumed from %s at step %d", checkpoint_dir, state.step)
     step_fn = torch.compile(model) if cfg.compile else model
-    heldout = evaluation.heldout_texts(world, n=100)
+    heldout = behaviours.heldout_texts(world, n=100)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
     bar = tqdm(range(state.step, stop), initial=state.step, total=total_steps, disable=not progress, desc="train LM")
     start = time.perf_counter() - state.wall_time_s
@@ -204,9 +204,9 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
 @torch.no_grad()
 def _curve_point(model, tokenizer, world, heldout, state: TrainState, train_loss: float, device) -> dict:
     model.eval()
-    fn = evaluation.logits_fn_of(model)
-    losses = evaluation.heldout_loss(fn, tokenizer, heldout, device, max_len=model.config.n_positions)
-    qa = evaluation.qa_accuracy(fn, tokenizer, world, "heldout_train_template", device, limit=300)
+    fn = behaviours.logits_fn_of(model)
+    losses = behaviours.heldout_loss(fn, tokenizer, heldout, device, max_len=model.config.n_positions)
+    qa = behaviours.qa_accuracy(fn, tokenizer, world, "heldout_train_template", device, limit=300)
     point = {"step": state.step, "tokens_seen": state.tokens_seen, "wall_time_s": round(state.wall_time_s, 1),
              "train_loss": train_loss, "heldout_loss": {k: v["loss"] for k, v in losses.items()},
              "qa_heldout_train_template": qa["all"]}

@@ -73,7 +73,7 @@ def test_density_plot_counts_features_that_never_fire(tmp_path):
     from workbench import viz
 
     density = torch.tensor([0.0, 0.0, 1e-3, 1e-2, 0.2])
-    fig = frontier.plot_feature_density({"standard": frontier.SweepPoint("standard", {}, {"l0": 3.0}, density=density)})
+    fig = viz.plot_feature_density({"standard": frontier.SweepPoint("standard", {}, {"l0": 3.0}, density=density)})
     assert "2 never fire" in fig.axes[0].get_legend().get_texts()[0].get_text()
     assert viz.save_figure(fig, "density", tmp_path).exists()  # titled and labelled, or save_figure refuses
     plt.close(fig)

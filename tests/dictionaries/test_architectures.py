@@ -117,7 +117,7 @@ def test_loading_a_wrong_file_says_what_is_wrong(tmp_path):
 def test_transcoder_learns_a_linear_map_and_saves_as_a_sae_lens_transcoder(tmp_path):
     from sae_lens.saes.transcoder import Transcoder
 
-    from workbench.training import DictionaryTrainConfig, TensorSource, train_dictionary
+    from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, train_dictionary
 
     g = torch.Generator().manual_seed(0)
     x_in = torch.relu(torch.randn(20_000, 8, generator=g))

@@ -9,9 +9,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench import metrics
-from workbench.dictionaries import make_training_sae
-from workbench.training import DictionaryTrainConfig, TensorSource, TrainResult, train_dictionary
+from workbench.dictionaries import make_training_sae, metrics
+from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, TrainResult, train_dictionary
 
 
 @dataclass
@@ -87,46 +86,3 @@ def best_at_l0(points: list[SweepPoint], max_l0: float, key: str = "ce_loss_reco
     """The point with the highest ``key`` among those with L0 <= ``max_l0``."""
     ok = [p for p in points if p.metrics["l0"] <= max_l0]
     return max(ok, key=lambda p: p.metrics[key]) if ok else None
-
-
-def plot_feature_density(points: dict[str, SweepPoint]):
-    """Histogram of log10 feature density (share of held-out tokens a feature fires on), one per dictionary;
-    features that never fire are counted in the legend, since a log axis cannot show them."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, p in points.items():
-        density = p.density
-        alive = density[density > 0]
-        ax.hist(np.log10(alive.numpy()), bins=50, histtype="step", linewidth=1.5,
-                label=f"{name} (L0 {p.metrics['l0']:.0f}; {int((density == 0).sum())} never fire)")
-    ax.set(title="Feature density", xlabel="log10 firing frequency on held-out tokens", ylabel="number of features")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_frontiers(points: list[SweepPoint], baselines: list[SweepPoint] = ()):
-    """L0 against explained variance and against CE loss recovered, one line per architecture."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    groups: dict[str, list[SweepPoint]] = {}
-    for p in [*points, *baselines]:
-        groups.setdefault(p.architecture, []).append(p)
-    for arch, ps in groups.items():
-        ps = sorted(ps, key=lambda p: p.metrics["l0"])
-        style = "--" if arch in {b.architecture for b in baselines} else "-"
-        for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
-            if all(key in p.metrics for p in ps):
-                ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps], style, marker="o", label=arch)
-    axes[0].set(title="Sparsity vs reconstruction", xlabel="L0 (active codes per token, log)", ylabel="explained variance",
-                xscale="log")
-    axes[1].set(title="Sparsity vs faithfulness when spliced in", xlabel="L0 (active codes per token, log)",
-                ylabel="CE loss recovered (vs mean ablation)", xscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

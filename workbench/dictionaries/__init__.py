@@ -55,7 +55,7 @@ def load_dictionary(path: str | Path, device: str = "cpu", expected_d_in: int | 
     path = Path(path)
     if not (path / "cfg.json").exists():
         raise FileNotFoundError(f"no dictionary at {path} (missing cfg.json); train one with notebook "
-                                "03_sae_and_gated_sae or workbench.training.train_dictionary and save_dictionary")
+                                "03_sae_and_gated_sae or workbench.dictionaries.training.train_dictionary and save_dictionary")
     try:
         sae = SAE.load_from_disk(str(path), device=device)
     except (RuntimeError, KeyError, ValueError) as err:

@@ -1,8 +1,8 @@
 import torch
 from sae_lens.evals import ExplainedVarianceCalculator
 
-from workbench import hooks, metrics
-from workbench.dictionaries import baselines, make_training_sae
+from workbench import hooks
+from workbench.dictionaries import baselines, make_training_sae, metrics
 
 
 def test_metrics_agree_with_sae_lens_and_hand_values():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.dictionaries import make_training_sae
-from workbench.training import (
+from workbench.dictionaries.training import (
     DictionaryTrainConfig,
     Stage,
     TensorSource,
@@ -137,7 +137,7 @@ def test_bf16_autocast_trains_as_well_on_planted_features():
 def test_model_source_streams_the_models_activations_deterministically(tiny_bridge, smoke_world):
     from workbench import hooks
     from workbench.datasets.corpus import token_sequences
-    from workbench.training import ModelActivationSource
+    from workbench.dictionaries.training import ModelActivationSource
 
     tokens = token_sequences(smoke_world, tiny_bridge.tokenizer, 12, seq_len=32)
     hook = hooks.resid_pre(1)

@@ -1,7 +1,7 @@
 import torch
 
-from workbench import evaluation
-from workbench.evaluation import answer_correct, logits_fn_of
+from workbench import behaviours
+from workbench.behaviours import answer_correct, logits_fn_of
 
 
 def test_teacher_forced_check_agrees_with_greedy_generation(tiny_bridge, smoke_world):
@@ -19,10 +19,10 @@ def test_teacher_forced_check_agrees_with_greedy_generation(tiny_bridge, smoke_w
 
 
 def test_greater_than_prob_diff_is_one_for_a_perfect_predictor(smoke_world, smoke_tokenizer):
-    years = evaluation.two_digit_token_ids(smoke_tokenizer)
+    years = behaviours.two_digit_token_ids(smoke_tokenizer)
     yy_of = {}
     for g in smoke_world.gt_eval:
-        yy_of[tuple(evaluation.encode_strict(smoke_tokenizer, g.prompt))] = g.yy
+        yy_of[tuple(behaviours.encode_strict(smoke_tokenizer, g.prompt))] = g.yy
 
     def perfect(tokens):
         logits = torch.full((*tokens.shape, len(smoke_tokenizer)), -1e4)
@@ -31,12 +31,12 @@ def test_greater_than_prob_diff_is_one_for_a_perfect_predictor(smoke_world, smok
                 logits[i, -1, years[y]] = 0.0
         return logits
 
-    m = evaluation.greater_than_metrics(perfect, smoke_tokenizer, smoke_world, torch.device("cpu"))
+    m = behaviours.greater_than_metrics(perfect, smoke_tokenizer, smoke_world, torch.device("cpu"))
     assert abs(m["greater_than_prob_diff"] - 1.0) < 1e-4 and abs(m["greater_than_prob_mass"] - 1.0) < 1e-4
 
 
 def test_ioi_metrics_read_the_io_and_subject_logits(smoke_world, smoke_tokenizer):
-    io_of = {tuple(evaluation.encode_strict(smoke_tokenizer, p.prompt)): evaluation.encode_strict(smoke_tokenizer, p.io)[0]
+    io_of = {tuple(behaviours.encode_strict(smoke_tokenizer, p.prompt)): behaviours.encode_strict(smoke_tokenizer, p.io)[0]
              for p in smoke_world.ioi_eval}
 
     def prefers_io(tokens):
@@ -45,5 +45,5 @@ def test_ioi_metrics_read_the_io_and_subject_logits(smoke_world, smoke_tokenizer
             logits[i, -1, io_of[tuple(row[1:])]] = 1.0
         return logits
 
-    m = evaluation.ioi_metrics(prefers_io, smoke_tokenizer, smoke_world, torch.device("cpu"))
+    m = behaviours.ioi_metrics(prefers_io, smoke_tokenizer, smoke_world, torch.device("cpu"))
     assert m["ioi_accuracy"] == 1.0 and abs(m["ioi_logit_diff"] - 1.0) < 1e-6
