@@ -49,3 +49,12 @@ def tiny_bridge(tiny_model_dir):
     from workbench import load_model
 
     return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture()
+def tiny_tokens(tiny_bridge, smoke_world):
+    """Six QA prompts cut to one length: a [6, pos] batch for the tiny model."""
+    prompts = [q.prompt for q in smoke_world.qa_split("unseen_template") if q.template_id == 2][:6]
+    toks = [tiny_bridge.to_tokens(p) for p in prompts]
+    n = min(t.shape[1] for t in toks)
+    return torch.cat([t[:, :n] for t in toks])

@@ -2,27 +2,27 @@
 
 Works on any causal LM given as ``logits_fn(tokens) -> logits`` (a ``TransformerBridge`` or a Hugging
 Face model through :func:`logits_fn_of`), so the same numbers are computed during training and in the
-notebooks. Prompts of equal token length are batched together, which needs no padding.
+notebooks. Next-token metrics read a right-padded ``PromptBatch`` at each prompt's last token; whole-answer
+QA accuracy batches prompts of equal length.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.datasets import RELATIONS, World
 from workbench.datasets import greater_than as gt
 from workbench.datasets import topics as topics_mod
 from workbench.datasets.biographies import make_biographies
+from workbench.generation import generate
+from workbench.prompts import LogitsFn, PromptBatch, greater_than_prob_diff, logit_diff
 from workbench.tokenizer import encode_strict
-
-LogitsFn = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
 
 
 def logits_fn_of(model: torch.nn.Module) -> LogitsFn:
@@ -42,20 +42,6 @@ def _by_length(seqs: Sequence[list[int]]) -> dict[int, list[int]]:
     for i, s in enumerate(seqs):
         groups[len(s)].append(i)
     return groups
-
-
-@torch.no_grad()
-def last_logits(logits_fn: LogitsFn, seqs: Sequence[list[int]], device: torch.device,
-                batch_size: int = 256) -> Float[Tensor, "n d_vocab"]:
-    """Next-token logits after each token sequence."""
-    out: list[Tensor | None] = [None] * len(seqs)
-    for idx in _by_length(seqs).values():
-        for k in range(0, len(idx), batch_size):
-            chunk = idx[k:k + batch_size]
-            logits = logits_fn(torch.tensor([seqs[i] for i in chunk], device=device))[:, -1].float().cpu()
-            for j, i in enumerate(chunk):
-                out[i] = logits[j]
-    return torch.stack(out)  # type: ignore[arg-type]
 
 
 @torch.no_grad()
@@ -102,18 +88,24 @@ def qa_accuracy(logits_fn: LogitsFn, tokenizer, world: World, split: str, device
     return result
 
 
+def ioi_prompts(world: World, tokenizer) -> PromptBatch:
+    """The IOI evaluation prompts (names seen in biographies, never in IOI text): answer = indirect object,
+    foil = subject, counterfactual = the same prompt with another indirect object."""
+    prompts = world.ioi_eval
+    return PromptBatch.from_texts(tokenizer, [p.prompt for p in prompts], answers=[p.io for p in prompts],
+                                  foils=[p.s for p in prompts], counterfactuals=[p.counterfactual_prompt for p in prompts],
+                                  labels={"template_id": torch.tensor([p.template_id for p in prompts])})
+
+
 def ioi_metrics(logits_fn: LogitsFn, tokenizer, world: World, device: torch.device) -> dict[str, float | list]:
     """IO-vs-S logit difference and accuracies on IOI prompts whose names never occur in IOI training text."""
-    prompts = [_bos(tokenizer) + encode_strict(tokenizer, p.prompt) for p in world.ioi_eval]
-    io = torch.tensor([encode_strict(tokenizer, p.io)[0] for p in world.ioi_eval])
-    s = torch.tensor([encode_strict(tokenizer, p.s)[0] for p in world.ioi_eval])
-    logits = last_logits(logits_fn, prompts, device)
-    rows = torch.arange(len(prompts))
-    diff = logits[rows, io] - logits[rows, s]
+    batch = ioi_prompts(world, tokenizer)
+    logits = batch.final_logits(logits_fn, device)
+    diff = logit_diff(logits, batch)
     return {
         "ioi_logit_diff": float(diff.mean()),
         "ioi_accuracy": float((diff > 0).float().mean()),
-        "ioi_top1_accuracy": float((logits.argmax(-1) == io).float().mean()),
+        "ioi_top1_accuracy": float((logits.argmax(-1) == batch.answer_ids).float().mean()),
         "ioi_logit_diffs": diff.tolist(),
     }
 
@@ -123,21 +115,24 @@ def two_digit_token_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(f"{n:02d}") for n in range(100)]
 
 
+def greater_than_prompts(world: World, tokenizer) -> PromptBatch:
+    """The greater-than evaluation prompts (held-out nouns), labelled with their start year ``yy``."""
+    return PromptBatch.from_texts(tokenizer, [g.prompt for g in world.gt_eval],
+                                  labels={"yy": torch.tensor([g.yy for g in world.gt_eval])})
+
+
 def greater_than_metrics(logits_fn: LogitsFn, tokenizer, world: World, device: torch.device) -> dict:
-    """Hanna et al.'s probability difference over the 100 two-digit tokens, averaged over YY."""
-    prompts = [_bos(tokenizer) + encode_strict(tokenizer, g.prompt) for g in world.gt_eval]
+    """Hanna et al.'s probability difference over the 100 two-digit tokens, averaged over YY, and the
+    probability mass the unrestricted softmax puts on those tokens."""
+    batch = greater_than_prompts(world, tokenizer)
     years = two_digit_token_ids(tokenizer)
-    logits = last_logits(logits_fn, prompts, device)
-    full = logits.softmax(-1)[:, years]
-    probs = logits[:, years].softmax(-1)  # restricted to the 100 year tokens
-    yy = torch.tensor([g.yy for g in world.gt_eval])
-    above = torch.arange(100)[None, :] > yy[:, None]
-    diff = (probs * above).sum(-1) - (probs * ~above).sum(-1)
+    logits = batch.final_logits(logits_fn, device)
+    diff = greater_than_prob_diff(logits, years, batch.labels["yy"])
     return {
         "greater_than_prob_diff": float(diff.mean()),
-        "greater_than_prob_mass": float(full.sum(-1).mean()),
-        "greater_than_yy": yy.tolist(),
-        "greater_than_probs": probs.tolist(),
+        "greater_than_prob_mass": float(logits.softmax(-1)[:, years].sum(-1).mean()),
+        "greater_than_yy": batch.labels["yy"].tolist(),
+        "greater_than_probs": logits[:, years].softmax(-1).tolist(),
     }
 
 
@@ -153,20 +148,6 @@ def topic_classifier(world: World, n_per_topic: int = 200):
             texts.append(p.text)
             labels.append(topic)
     return make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000)).fit(texts, labels)
-
-
-@torch.no_grad()
-def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int = 20, temperature: float = 0.0,
-             seed: int = 0) -> list[str]:
-    """Continuations of ``prompts`` from a ``TransformerBridge`` (greedy when ``temperature`` is 0)."""
-    torch.manual_seed(seed)
-    outs = []
-    for text in prompts:
-        ids = model.to_tokens(text)
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                             temperature=temperature if temperature > 0 else 1.0, verbose=False)
-        outs.append(model.to_string(out[0, ids.shape[1]:]))
-    return outs
 
 
 def topic_continuation_accuracy(model: torch.nn.Module, world: World, max_new_tokens: int = 20,

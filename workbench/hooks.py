@@ -1,4 +1,4 @@
-"""Hook names, activation caching with bounded memory, and interventions as context managers.
+"""Hook names and activation caching with bounded memory (interventions live in ``workbench.interventions``).
 
 Names are TransformerBridge's (GPT-2 layout): ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mlp.hook_in``
 (the MLP input after LayerNorm: what a transcoder reads), ``blocks.{l}.hook_mlp_out``... Hooks are
@@ -7,10 +7,9 @@ global state on the model, so they are only ever added inside a context manager 
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,73 +161,3 @@ def _allocate(name: str, shape: tuple[int, int], store_dir, max_memory_mb: float
     path = Path(store_dir)
     path.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape)
-
-
-HookFn = Callable[[Tensor, object], Tensor | None]
-
-
-@contextlib.contextmanager
-def hooked(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[torch.nn.Module]:
-    """Add forward hooks for the duration of a ``with`` block; they are removed even on error."""
-    for name, _ in fwd_hooks:
-        check_hook_name(model, name)
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
-        yield model
-
-
-Positions = int | Sequence[int] | slice | None
-
-
-def _position_index(positions: Positions) -> slice | list[int] | int:
-    if positions is None:
-        return slice(None)
-    return positions if isinstance(positions, (int, slice)) else list(positions)
-
-
-def patched(model: torch.nn.Module, hook_name: str, value: Tensor, positions: Positions = None):
-    """Replace the activation at ``hook_name`` (at ``positions``, default all) by ``value``.
-
-    ``value`` must broadcast to the replaced slice, e.g. a clean-run activation ``[batch pos d]`` for
-    activation patching.
-    """
-    pos = _position_index(positions)
-
-    def hook(act: Tensor, hook) -> Tensor:
-        target = act[:, pos]
-        try:
-            new = value.to(act.device, act.dtype).expand_as(target)
-        except RuntimeError as err:
-            raise ValueError(f"patch value of shape {tuple(value.shape)} does not fit the activation slice "
-                             f"{tuple(target.shape)} at {hook_name}") from err
-        act = act.clone()
-        act[:, pos] = new
-        return act
-
-    return hooked(model, [(hook_name, hook)])
-
-
-def added(model: torch.nn.Module, hook_name: str, vector: Float[Tensor, " d"], scale: float = 1.0,
-          positions: Positions = None):
-    """Add ``scale * vector`` to the activation at ``hook_name`` (steering), at ``positions`` (default all)."""
-    pos = _position_index(positions)
-
-    def hook(act: Tensor, hook) -> Tensor:
-        if vector.shape[-1] != act.shape[-1]:
-            raise ValueError(f"steering vector has d={vector.shape[-1]} but {hook_name} has d={act.shape[-1]}")
-        act = act.clone()
-        act[:, pos] = act[:, pos] + scale * vector.to(act.device, act.dtype)
-        return act
-
-    return hooked(model, [(hook_name, hook)])
-
-
-def replaced(model: torch.nn.Module, hook_name: str, fn: Callable[[Tensor], Tensor]):
-    """Replace the activation at ``hook_name`` by ``fn(activation)`` (e.g. an SAE reconstruction)."""
-
-    def hook(act: Tensor, hook) -> Tensor:
-        new = fn(act)
-        if new.shape != act.shape:
-            raise ValueError(f"replacement for {hook_name} has shape {tuple(new.shape)}, expected {tuple(act.shape)}")
-        return new
-
-    return hooked(model, [(hook_name, hook)])

@@ -1,0 +1,82 @@
+"""Text generation that interventions reach: greedy or seeded sampling, one full forward pass per new token.
+
+Why not ``TransformerBridge.generate``: with its KV cache, each step after the first sees one position,
+so a position-indexed intervention must know which step it is in; and with transformers 5.24 it returns
+wrong continuations for our model. A full forward pass per token costs little at our lengths, keeps
+every hook's positions those of the whole sequence (prompt and generated tokens alike), and is
+checked token for token against Hugging Face's ``generate`` (tests). Interventions are context
+managers around the call: ``with interventions.added(...): generate(model, prompts)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+
+@torch.no_grad()
+def generate_tokens(model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], max_new_tokens: int = 20,
+                    temperature: float = 0.0, seed: int = 0, stop_token_id: int | None = None,
+                    ) -> Int[Tensor, "batch new"]:
+    """New tokens after each row of ``tokens`` (rows of equal length), greedy when ``temperature`` is 0,
+    else sampled from ``softmax(logits / temperature)`` with a generator seeded by ``seed``.
+
+    A row that emits ``stop_token_id`` keeps it and is padded with it afterwards.
+    """
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+    if max_new_tokens < 0 or temperature < 0:
+        raise ValueError(f"need max_new_tokens >= 0 and temperature >= 0, got {max_new_tokens}, {temperature}")
+    n_ctx = model.cfg.n_ctx
+    if tokens.shape[1] + max_new_tokens > n_ctx:
+        raise ValueError(f"prompt of {tokens.shape[1]} tokens + {max_new_tokens} new exceeds the model's context "
+                         f"of {n_ctx}")
+    device = next(model.parameters()).device
+    seq = tokens.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    done = torch.zeros(len(seq), dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits = model(seq)[:, -1].float()
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(-1)
+        if stop_token_id is not None:
+            nxt = torch.where(done, stop_token_id, nxt)
+            done |= nxt == stop_token_id
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if done.all():
+            break
+    return seq[:, tokens.shape[1]:].cpu()
+
+
+def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int = 20, temperature: float = 0.0,
+             seed: int = 0, stop_at: str | None = None, prepend_bos: bool = True) -> list[str]:
+    """Continuations of ``prompts`` (text only, prompt excluded), batched by prompt length; cut after the
+    first ``stop_at`` token (e.g. ``"."``) when given. Seeded: the same call gives the same text."""
+    tokenizer = model.tokenizer
+    stop_id = None
+    if stop_at is not None:
+        ids = tokenizer(stop_at, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"stop_at must be one token, {stop_at!r} is {len(ids)}")
+        stop_id = ids[0]
+    encoded = [([tokenizer.bos_token_id] if prepend_bos else []) + tokenizer(p, add_special_tokens=False).input_ids
+               for p in prompts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        by_length[len(ids)].append(i)
+    out: list[str] = [""] * len(prompts)
+    for idx in by_length.values():
+        new = generate_tokens(model, torch.tensor([encoded[i] for i in idx]), max_new_tokens, temperature, seed,
+                              stop_id)
+        for row, i in enumerate(idx):
+            ids = new[row].tolist()
+            if stop_id is not None and stop_id in ids:
+                ids = ids[:ids.index(stop_id) + 1]
+            out[i] = tokenizer.decode(ids)
+    return out
