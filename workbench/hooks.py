@@ -65,9 +65,14 @@ def z(layer: int) -> str:
 
 
 def check_hook_name(model: torch.nn.Module, name: str) -> str:
-    """Return ``name`` if the model has that hook point, else raise listing the closest valid names."""
+    """The model's name for hook point ``name`` (itself, or the canonical name a bridge resolves an alias to,
+    e.g. ``blocks.3.hook_resid_pre`` -> ``blocks.3.hook_in`` on SAELens's bridge); raise listing the closest
+    valid names when it has none."""
     if name in model.hook_dict:
         return name
+    resolve = getattr(model, "_resolve_hook_name", None)  # SAELens's SAETransformerBridge lists canonical names only
+    if resolve is not None and resolve(name) in model.hook_dict:
+        return resolve(name)
     names = list(model.hook_dict)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     raise ValueError(

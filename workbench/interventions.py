@@ -51,9 +51,8 @@ def hooked(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]]) -> I
             return fn(act, hook)
         return hook
 
-    for name, _ in fwd_hooks:
-        check_hook_name(model, name)
-    with model.hooks(fwd_hooks=[(name, recording(name, fn)) for name, fn in fwd_hooks]):
+    resolved = [(check_hook_name(model, name), recording(name, fn)) for name, fn in fwd_hooks]
+    with model.hooks(fwd_hooks=resolved):
         yield model
     silent = sorted({name for name, _ in fwd_hooks} - fired)
     if silent:

@@ -65,3 +65,13 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     bridge.eval()
     log.info("loaded %s on %s", target, device)
     return bridge
+
+
+def model_name_of(model: torch.nn.Module) -> str:
+    """The name ``load_model`` knows this model by: ``"embedded"`` for the embedded default, else the hub name
+    or local path it was booted from (recorded in dictionaries, so a dictionary is never used on another model)."""
+    name = str(model.cfg.model_name)
+    path = Path(name).expanduser()
+    if path.exists() and path.resolve() == embedded_model_dir().resolve():
+        return EMBEDDED
+    return name
