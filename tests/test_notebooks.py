@@ -1,15 +1,99 @@
-"""Every numbered notebook executes top to bottom at smoke scale, and is committed clean."""
+"""Every numbered notebook executes top to bottom at smoke scale, is committed clean, and writes a results
+file the summary can use: every key it reads, and only finite numbers."""
 
 import json
+import math
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from workbench.paths import project_root
 from workbench.reproduce import notebook_paths, run_notebook
+from workbench.results import SCALES
 
 NOTEBOOKS = notebook_paths()
+COMMITTED_RESULTS = sorted((project_root() / "results").glob("[0-9][0-9]_*.json"))
+
+
+def _non_finite(value, path: str) -> list[str]:
+    """Paths of the numbers in ``value`` (nested dicts and lists) that are nan or infinite. Strings, booleans
+    and None (a value not measured at this scale) are allowed leaves; anything else is reported too."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int | float):
+        return [] if math.isfinite(value) else [f"{path} = {value}"]
+    return [f"{path} has type {type(value).__name__}, not a number, string, list or dict"]
+
+
+def results_problems(payload: dict) -> list[str]:
+    """What is wrong with a notebook's results payload (``results/<notebook>.json``), as messages; empty when it
+    has every key ``write_summary`` reads (``notebook``, ``scale``, ``wall_time_s``, ``metrics``, ``claims``
+    with ``claim``/``ours``/``paper`` each) and its metrics and numeric claims are finite."""
+    missing = [k for k in ("notebook", "scale", "wall_time_s", "metrics", "claims") if k not in payload]
+    if missing:
+        return [f"missing keys {missing}"]
+    problems = []
+    if payload["scale"] not in SCALES:
+        problems.append(f"scale {payload['scale']!r} is not one of {SCALES}")
+    wall = payload["wall_time_s"]
+    if isinstance(wall, bool) or not isinstance(wall, int | float) or not math.isfinite(wall) or wall < 0:
+        problems.append(f"wall_time_s = {wall!r} is not a finite number of seconds")
+    if not isinstance(payload["metrics"], dict):
+        problems.append(f"metrics is a {type(payload['metrics']).__name__}, not a dict")
+    problems += [f"non-finite metric {p}" for p in _non_finite(payload["metrics"], "metrics")]
+    if not isinstance(payload["claims"], list):
+        return [*problems, f"claims is a {type(payload['claims']).__name__}, not a list"]
+    for i, claim in enumerate(payload["claims"]):
+        absent = [k for k in ("claim", "ours", "paper") if not isinstance(claim, dict) or k not in claim]
+        if absent:
+            problems.append(f"claims[{i}] lacks {absent}")
+            continue
+        for key in ("ours", "paper"):
+            value = claim[key]
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                problems.append(f"claims[{i}].{key} = {value!r} ({claim['claim']!r}) is neither a number nor text")
+            elif not isinstance(value, str) and not math.isfinite(value):
+                problems.append(f"claims[{i}].{key} = {value} ({claim['claim']!r}) is not finite; write text such as "
+                                "'no run in range' when there is nothing to measure")
+    return problems
+
+
+def _valid_payload() -> dict:
+    return {"notebook": "03_x", "scale": "smoke", "wall_time_s": 1.5,
+            "metrics": {"l0": 3.0, "runs": [{"ev": 0.9, "architecture": "standard"}], "best": {"gated": None}},
+            "claims": [{"claim": "L0 ratio", "ours": 0.5, "paper": "0.5", "target": "<= 0.6"}]}
+
+
+def test_a_complete_finite_payload_has_no_problems():
+    assert results_problems(_valid_payload()) == []
+
+
+@pytest.mark.parametrize("break_it, expected", [
+    (lambda p: p["metrics"]["runs"][0].update(ev=float("nan")), "non-finite metric metrics.runs[0].ev = nan"),
+    (lambda p: p["metrics"].update(l0=[1.0, float("inf")]), "non-finite metric metrics.l0[1] = inf"),
+    (lambda p: p.pop("wall_time_s"), "missing keys ['wall_time_s']"),
+    (lambda p: p["claims"][0].pop("paper"), "claims[0] lacks ['paper']"),
+    (lambda p: p["claims"][0].update(ours=float("nan")), "claims[0].ours = nan ('L0 ratio') is not finite"),
+    (lambda p: p.update(scale="medium"), "scale 'medium' is not one of"),
+], ids=["nan metric", "inf in a list", "missing key", "claim without paper", "nan claim", "unknown scale"])
+def test_a_broken_payload_is_reported(break_it, expected):
+    payload = _valid_payload()
+    break_it(payload)
+    problems = results_problems(payload)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+@pytest.mark.parametrize("path", COMMITTED_RESULTS, ids=lambda p: p.stem)
+def test_committed_results_are_complete_and_finite(path: Path):
+    payload = json.loads(path.read_text())
+    assert payload["notebook"] == path.stem and payload["scale"] == "full"
+    assert not results_problems(payload), f"{path.name}: {results_problems(payload)}"
 
 
 def test_there_are_notebooks_to_test():
@@ -31,3 +115,4 @@ def test_notebook_runs_at_smoke_scale(path: Path, tmp_path):
     run_notebook(path, "smoke", output_dir=tmp_path)
     written = json.loads((results / f"{path.stem}.json").read_text())
     assert written["scale"] == "smoke" and written["notebook"] == path.stem
+    assert not results_problems(written), f"{path.name} wrote a results file the summary cannot use: {results_problems(written)}"

@@ -12,19 +12,21 @@ import json
 import logging
 import math
 import platform
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Int
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from workbench import behaviours
 from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.datasets import World
+from workbench.datasets.corpus import pack_documents
+from workbench.models import default_device
 from workbench.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -87,25 +89,32 @@ class LMTrainConfig:
                        checkpoint_every=10, eval_every=20)
         raise ValueError(f"unknown scale {scale!r}; choose 'full' or 'smoke'")
 
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate at ``step`` of ``total_steps``: linear warm-up to ``lr``, then cosine decay to
+        ``min_lr_ratio * lr`` at the last step."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-def token_stream(world: World, tokenizer: PreTrainedTokenizerFast, cfg: LMTrainConfig) -> np.ndarray:
-    """All training documents (BOS-separated, each kind repeated per ``epochs_per_kind``), shuffled
-    and packed into rows of ``seq_len`` tokens: shape ``[n_sequences, seq_len]``."""
+
+def token_stream(world: World, tokenizer: PreTrainedTokenizerFast,
+                 cfg: LMTrainConfig) -> Int[np.ndarray, "n_sequences seq_len"]:
+    """All training documents, each kind repeated per ``epochs_per_kind``, shuffled under ``cfg.seed`` and
+    packed BOS-separated into rows of ``seq_len`` tokens (:func:`~workbench.datasets.corpus.pack_documents`).
+
+    The rows are a pure function of the world and the config: exact resume and the committed model's
+    training data depend on it.
+    """
     docs_by_kind: dict[str, list[str]] = {}
     for kind, text in world.training_documents():
         docs_by_kind.setdefault(kind, []).append(text)
-    rng = random.Random(cfg.seed)
     docs: list[str] = []
     for kind, texts in docs_by_kind.items():
         epochs = cfg.epochs_per_kind.get(kind, 1)
         whole, frac = int(epochs), epochs - int(epochs)
         docs += texts * whole + texts[: round(frac * len(texts))]
-    rng.shuffle(docs)
-    ids = tokenizer(docs, add_special_tokens=False).input_ids
-    bos = tokenizer.bos_token_id
-    flat = np.fromiter((t for doc in ids for t in (bos, *doc)), dtype=np.int32)
-    n = len(flat) // cfg.seq_len
-    return flat[: n * cfg.seq_len].reshape(n, cfg.seq_len)
+    return pack_documents(docs, tokenizer, cfg.seq_len, cfg.seed)
 
 
 def new_model(cfg: LMTrainConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
@@ -121,13 +130,6 @@ def run_fingerprint(world: World, cfg: LMTrainConfig) -> str:
     """A short hash of everything that determines a run, so a checkpoint is never resumed by another run."""
     payload = json.dumps({"world": world.config.to_dict(), "train": asdict(cfg)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def lr_at(step: int, total: int, cfg: LMTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.AdamW:
@@ -154,7 +156,7 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
 
     ``max_steps`` stops early (leaving a checkpoint to resume from); ``None`` trains to the end.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     tokenizer = build_tokenizer(world.all_texts())
     data = torch.from_numpy(token_stream(world, tokenizer, cfg))
     total_steps = len(data) // cfg.batch_size
@@ -179,7 +181,7 @@ def train_lm(world: World, cfg: LMTrainConfig, out_dir: Path, checkpoint_dir: Pa
     for step in bar:
         batch = data[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device, torch.long)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total_steps, cfg)
+            group["lr"] = cfg.lr_at(step, total_steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = step_fn(batch, labels=batch).loss
         loss.backward()
@@ -219,6 +221,8 @@ def save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
+    from workbench.versions import package_versions
+
     meta = {
         "architecture": "GPT2LMHeadModel",
         "n_parameters": sum(p.numel() for p in model.parameters()),
@@ -234,5 +238,6 @@ def save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out_d
                     "device": str(next(model.parameters()).device)},
         "history": state.history,
         "produced_by": "workbench train-model (notebook 02_train_model with retrain=True)",
+        "versions": package_versions(),
     }
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=1))

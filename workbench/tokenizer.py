@@ -9,7 +9,6 @@ of a prompt as mid-sentence, and GPT-2-style code that writes " Mary" gets the s
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -68,7 +67,3 @@ def encode_strict(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
             "The embedded model's vocabulary is the synthetic world's words; use words from "
             "`world.vocab` or the data set templates, or load a real model such as 'gpt2'.")
     return ids
-
-
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
-    tokenizer.save_pretrained(str(path))

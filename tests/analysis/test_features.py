@@ -29,14 +29,32 @@ def _two_category_world():
     return token_ids, categories, codes
 
 
-def test_a_feature_that_fires_on_one_category_is_pure_and_a_mixed_one_is_at_chance():
-    token_ids, categories, codes = _two_category_world()
-    score = features.interpretability_score(codes, token_ids, categories, k=40)
-    assert score.purity[0] == 1.0 and score.category[0] == "city" and score.raw_purity[0] == 1.0
-    # the mixed feature's best label covers about half its top tokens: what chance (base rate 0.5) gives
-    assert 0.4 <= score.raw_purity[1] <= 0.6 and abs(score.purity[1]) <= 0.2
-    neg = features.interpretability_score(-codes, token_ids, categories, k=40, both_signs=True)
-    assert neg.purity[0] == 1.0 and neg.sign[0] == -1
+def _imbalanced_world(n_tokens: int = 4000, n_random: int = 20):
+    """A quarter of the tokens are "rare" (every fourth), the rest "common". Feature 0 fires exactly on the rare
+    tokens, feature 1 exactly on the common ones, and features 2.. on every token with random strengths, so
+    their top tokens are a random sample, three quarters common by chance alone."""
+    token_ids = torch.arange(n_tokens)
+    categories = {i: "rare" if i % 4 == 0 else "common" for i in range(n_tokens)}
+    rare = token_ids % 4 == 0
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.zeros(n_tokens, 2 + n_random)
+    codes[rare, 0] = torch.rand(int(rare.sum()), generator=gen) + 1
+    codes[~rare, 1] = torch.rand(int((~rare).sum()), generator=gen) + 1
+    codes[:, 2:] = torch.rand(n_tokens, n_random, generator=gen) + 0.01
+    return token_ids, categories, codes
+
+
+def test_a_feature_that_fires_on_one_label_is_pure_and_one_on_random_tokens_is_at_chance():
+    token_ids, categories, codes = _imbalanced_world()
+    score = features.interpretability_score(codes, token_ids, categories, k=1000)
+    assert score.feature_index.tolist() == list(range(codes.shape[1]))
+    assert score.category[:2] == ["rare", "common"] and torch.allclose(score.purity[:2], torch.ones(2))
+    # random features: about 75% of their top tokens are common (the base rate), which chance correction removes;
+    # without it they would score 0.75, and with a uniform base rate (1/2 for two labels) 0.5
+    assert (score.raw_purity[2:] - 0.75).abs().max() < 0.05
+    assert score.purity[2:].abs().max() < 0.15 and abs(score.purity[2:].mean()) < 0.03
+    neg = features.interpretability_score(-codes, token_ids, categories, k=1000, both_signs=True)
+    assert torch.allclose(neg.purity[:2], torch.ones(2)) and (neg.sign[:2] == -1).all()
 
 
 def test_purity_is_best_over_facets():

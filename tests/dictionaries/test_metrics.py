@@ -1,5 +1,9 @@
+import math
+
+import pytest
 import torch
 from sae_lens.evals import ExplainedVarianceCalculator
+from torch import nn
 
 from workbench import hooks
 from workbench.dictionaries import baselines, make_training_sae, metrics
@@ -33,6 +37,64 @@ def test_a_perfect_reconstruction_explains_everything_without_shrinkage():
     x = torch.randn(500, 6)
     m = metrics.dictionary_metrics(baselines.neuron_basis(x), x)
     assert abs(m.explained_variance - 1) < 1e-6 and abs(m.shrinkage_gamma - 1) < 1e-6 and m.l0 > 5.9
+
+
+class _LinearTranscoder(nn.Module):
+    """A transcoder-shaped dictionary (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_out]``, ``d_out != d_in``) with no
+    nonlinearity, so its prediction is the exact matrix product ``x W_enc W_dec``."""
+
+    def __init__(self, d_in: int = 6, d_sae: int = 4, d_out: int = 3) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.W_enc = nn.Parameter(torch.randn(d_in, d_sae, generator=gen))
+        self.W_dec = nn.Parameter(torch.randn(d_sae, d_out, generator=gen))
+
+    def encode(self, x):
+        return x @ self.W_enc
+
+    def decode(self, codes):
+        return codes @ self.W_dec
+
+
+def test_encode_in_batches_yields_every_row_once_in_order():
+    sae = make_training_sae("standard", d_in=8, d_sae=16)
+    x = torch.randn(1000, 8, dtype=torch.float64)
+    batches = list(metrics.encode_in_batches(sae, x, batch_size=300))
+    assert [len(b) for b, _ in batches] == [300, 300, 300, 100] and batches[0][0].dtype == torch.float32
+    assert torch.equal(torch.cat([b for b, _ in batches]), x.float())
+    assert torch.allclose(torch.cat([c for _, c in batches]), sae.encode(x.float()))
+
+
+def test_a_transcoder_is_measured_against_its_target_not_its_input():
+    tc = _LinearTranscoder()
+    x = torch.randn(500, 6)
+    with torch.no_grad():
+        prediction = tc.decode(tc.encode(x))
+    exact = metrics.dictionary_metrics(tc, x, batch_size=128, targets=prediction)
+    assert abs(exact.explained_variance - 1) < 1e-6 and abs(exact.shrinkage_gamma - 1) < 1e-5
+    # against twice its prediction: gamma = ||p||^2 / (p . 2p) = 1/2, and EV = 1 - E||p||^2 / Var(2p)
+    doubled = metrics.dictionary_metrics(tc, x, batch_size=128, targets=2 * prediction)
+    variance = (2 * prediction).var(0, unbiased=False).sum()
+    assert abs(doubled.shrinkage_gamma - 0.5) < 1e-5
+    assert abs(doubled.explained_variance - (1 - prediction.pow(2).sum(-1).mean() / variance).item()) < 1e-5
+    with pytest.raises(ValueError, match=r"W_dec.shape\[1\]=3.*W_enc.shape\[0\]=6.*targets"):
+        metrics.dictionary_metrics(tc, x)  # nothing of width 3 to compare with
+    with pytest.raises(ValueError, match=r"targets have shape \(500, 6\).*W_dec.shape\[1\]=3"):
+        metrics.dictionary_metrics(tc, x, targets=x)
+
+
+def test_activations_of_another_width_are_rejected_naming_both_widths():
+    sae = make_training_sae("standard", d_in=8, d_sae=16)
+    with pytest.raises(ValueError, match=r"width 6 .*W_enc.shape\[0\]=8"):
+        metrics.dictionary_metrics(sae, torch.randn(10, 6))
+
+
+def test_no_activations_raise_and_a_zero_reconstruction_has_nan_gamma():
+    zero = baselines.LinearDictionary(torch.eye(4), torch.zeros(4, 4), torch.zeros(4), "zero")
+    with pytest.raises(ValueError, match="no rows"):
+        metrics.dictionary_metrics(zero, torch.zeros(0, 4))
+    m = metrics.dictionary_metrics(zero, torch.randn(100, 4))  # x_hat = 0: E[x_hat . x] = 0
+    assert math.isnan(m.shrinkage_gamma) and m.explained_variance < 0.1
 
 
 def test_ce_loss_recovered_is_one_for_an_identity_and_zero_for_mean_ablation(tiny_bridge, smoke_world):

@@ -11,6 +11,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.analysis.features import logit_effects
+from workbench.dictionaries.metrics import encode_in_batches
 
 
 @dataclass
@@ -66,6 +67,6 @@ def feature_browser(model, data: FeatureData, start: int = 0):
 
 
 @torch.no_grad()
-def encode_all(dictionary, acts: Float[Tensor, "n d"], batch_size: int = 8192) -> Float[Tensor, "n d_sae"]:
-    """Codes of every cached activation, in batches."""
-    return torch.cat([dictionary.encode(acts[i:i + batch_size].float()).detach() for i in range(0, len(acts), batch_size)])
+def encode_all(dictionary, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> Float[Tensor, "n d_sae"]:
+    """Codes of every cached activation, encoded in batches on the dictionary's device."""
+    return torch.cat([codes for _, codes in encode_in_batches(dictionary, acts, batch_size)])

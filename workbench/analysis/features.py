@@ -190,12 +190,6 @@ def explanation_purity(codes: Float[Tensor, "n_tokens d_sae"], token_ids: Int[Te
 
 
 @torch.no_grad()
-def top_activations(codes_f: Float[Tensor, " n_tokens"], k: int = 10) -> tuple[Tensor, Tensor]:
-    """(values, token indices) of one feature's ``k`` largest activations."""
-    return codes_f.float().topk(k)
-
-
-@torch.no_grad()
 def logit_effects(model, direction: Float[Tensor, " d_model"], k: int = 10,
                   apply_ln: bool = True) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Logit lens of a residual direction: the tokens it promotes and suppresses most.

@@ -77,10 +77,6 @@ class Vocabulary:
     def __getitem__(self, category: str) -> list[str]:
         return self.words[category]
 
-    def category_of(self) -> dict[str, str]:
-        """Map each word to its category."""
-        return {w: cat for cat, ws in self.words.items() for w in ws}
-
 
 def _invent(rng: random.Random, suffixes: list[str], syllables: tuple[int, int]) -> str:
     n = rng.randint(*syllables)
