@@ -1,4 +1,4 @@
-"""Command line: ``workbench synth | train-model | reproduce``."""
+"""Command line: ``workbench synth | train-model | reproduce | export``."""
 
 from __future__ import annotations
 
@@ -36,8 +36,20 @@ def _reproduce(args: argparse.Namespace) -> int:
     from workbench.reproduce import reproduce
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    summary = reproduce(scale=args.scale, only=only, retrain=args.retrain)
+    summary = reproduce(scale=args.scale, only=only, retrain=args.retrain, export=args.export)
     print(f"summary written to {summary}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from workbench.export import export_html
+
+    try:
+        pages = export_html(scale=args.scale, out_dir=Path(args.out) if args.out else None)
+    except FileNotFoundError as err:
+        print(f"workbench export: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(pages)} offline HTML pages to {pages[0].parent}")
     return 0
 
 
@@ -61,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=["full", "smoke"], default="full")
     p.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
     p.add_argument("--retrain", action="store_true", help="retrain the embedded model in notebook 02 first")
+    p.add_argument("--export", action="store_true", help="then export the executed notebooks to offline HTML")
     p.set_defaults(fn=_reproduce)
+
+    p = sub.add_parser("export", help="convert the executed notebooks in runs/<scale>/ to offline HTML")
+    p.add_argument("--scale", choices=["full", "smoke"], default="full")
+    p.add_argument("--out", help="folder to write to (default runs/<scale>/html)")
+    p.set_defaults(fn=_export)
     return parser
 
 
