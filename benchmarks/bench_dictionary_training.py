@@ -8,7 +8,8 @@ Same activations, same architecture, same batch, for d_in in {128, 512, 768} and
   ``workbench/dictionaries/sparse_topk.py``).
 Achieved GFLOP/s count the dense step's six ``batch x d_in x d_sae`` matmuls (so a sparse step's figure is
 dense-equivalent), beside this machine's own dense fp32 matmul rate on the same shapes, measured in the same
-run; peak memory. Writes ``results/bench_dictionary_training.json``.
+run; peak memory; the share of a step our loop spends checking the batch and loss are finite. Writes
+``results/bench_dictionary_training.json``.
 Run: ``.venv/bin/python benchmarks/bench_dictionary_training.py [--steps 6] [--quick]``.
 """
 
@@ -25,7 +26,13 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from workbench.dictionaries import make_training_sae
-from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, train_dictionary
+from workbench.dictionaries.training import (
+    ActivationBatch,
+    DictionaryTrainConfig,
+    TensorSource,
+    nonfinite_probe,
+    train_dictionary,
+)
 from workbench.results import write_benchmark
 
 BATCH = 4096
@@ -74,6 +81,16 @@ def plain_step_rate(acts: torch.Tensor, d_sae: int, steps: int, architecture: st
     for x in batches[2:]:
         step(x)
     return steps * BATCH / (time.perf_counter() - start)
+
+
+def finite_check_ms(acts: torch.Tensor, reps: int = 50) -> float:
+    """Milliseconds per step of the loop's non-finite check (batch probe plus loss, one host sync)."""
+    batch, loss = ActivationBatch(acts[:BATCH]), torch.tensor(1.0)
+    torch.isfinite(loss + nonfinite_probe(batch))
+    start = time.perf_counter()
+    for _ in range(reps):
+        bool(torch.isfinite(loss + nonfinite_probe(batch)))
+    return (time.perf_counter() - start) / reps * 1e3
 
 
 def ours_rate(acts: torch.Tensor, d_sae: int, steps: int, architecture: str, bf16: bool = False) -> float:
@@ -139,6 +156,7 @@ def main() -> None:
             row["ours_vs_sae_lens"] = row["ours_acts_per_s"] / row["sae_lens_acts_per_s"]
             row["ours_vs_plain"] = row["ours_acts_per_s"] / row["plain_acts_per_s"]
             row["ours_share_of_matmul_rate"] = row["ours_gflops"] / row["matmul_gflops"]
+            row["finite_check_share_of_step"] = finite_check_ms(acts) / 1e3 / (BATCH / row["ours_acts_per_s"])
             if architecture == "standard":
                 row["ours_bf16_vs_sae_lens_fp32"] = row["ours_bf16_acts_per_s"] / row["sae_lens_acts_per_s"]
                 row["ours_bf16_vs_sae_lens_bf16"] = row["ours_bf16_acts_per_s"] / row["sae_lens_bf16_acts_per_s"]

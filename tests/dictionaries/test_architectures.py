@@ -9,14 +9,16 @@ from sae_lens import SAE
 from sae_lens.saes.sae import TrainStepInput
 
 from workbench.dictionaries import load_dictionary, make_training_sae, save_dictionary
+from workbench.dictionaries.training import DictionaryStepInput
 
 TRAINABLE = ["standard", "standard_tied", "gated", "gated_paper", "topk", "topk_sparse", "batchtopk", "jumprelu"]
 EXTRA = {"topk": {"k": 4}, "topk_sparse": {"k": 4}, "batchtopk": {"k": 4}}
 
 
-def step_input(x, d_sae):
-    return TrainStepInput(sae_in=x, coefficients={"l1": 0.1, "l0": 0.1}, dead_neuron_mask=torch.zeros(d_sae, dtype=torch.bool),
-                          n_training_steps=0, is_logging_step=False)
+def step_input(x, d_sae, targets=None):
+    return DictionaryStepInput(sae_in=x, coefficients={"l1": 0.1, "l0": 0.1},
+                               dead_neuron_mask=torch.zeros(d_sae, dtype=torch.bool), n_training_steps=0,
+                               is_logging_step=False, targets=targets)
 
 
 @pytest.mark.parametrize("arch", TRAINABLE)
@@ -43,7 +45,7 @@ def test_save_then_sae_lens_load_gives_identical_outputs(arch, tmp_path):
     sae.eval()
     x = torch.randn(8, 16)
     expected = sae.decode(sae.encode(x))
-    save_dictionary(sae, tmp_path / arch, metadata={"note": "test"})
+    save_dictionary(sae, tmp_path / arch, hook_name="blocks.0.hook_resid_pre", model="test", metadata={"note": "test"})
     loaded = SAE.load_from_disk(str(tmp_path / arch))
     assert torch.allclose(loaded.decode(loaded.encode(x)), expected, atol=1e-5)
     assert json.loads((tmp_path / arch / "metadata.json").read_text())["training_architecture"] == arch
@@ -105,7 +107,7 @@ def test_loading_a_wrong_file_says_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         load_dictionary(tmp_path)
     sae = make_training_sae("standard", d_in=4, d_sae=8)
-    save_dictionary(sae, tmp_path / "a")
+    save_dictionary(sae, tmp_path / "a", hook_name="blocks.0.hook_resid_pre", model="test")
     with pytest.raises(ValueError, match="d_in=4"):
         load_dictionary(tmp_path / "a", expected_d_in=16)
     cfg = json.loads((tmp_path / "a" / "cfg.json").read_text())
@@ -114,24 +116,57 @@ def test_loading_a_wrong_file_says_what_is_wrong(tmp_path):
         load_dictionary(tmp_path / "a")
 
 
-def test_transcoder_learns_a_linear_map_and_saves_as_a_sae_lens_transcoder(tmp_path):
+def test_transcoder_learns_a_linear_map_from_raw_activations_and_saves_as_a_sae_lens_transcoder(tmp_path):
+    """Inputs far from unit scale, targets at yet another scale: training rescales both by one factor and folds
+    it into the weights, so the returned transcoder reads raw inputs and predicts raw targets."""
     from sae_lens.saes.transcoder import Transcoder
 
     from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, train_dictionary
 
     g = torch.Generator().manual_seed(0)
-    x_in = torch.relu(torch.randn(20_000, 8, generator=g))
-    x_out = x_in @ torch.randn(8, 12, generator=g)
+    x_in = 30 * torch.relu(torch.randn(20_000, 8, generator=g))
+    x_out = x_in @ (5 * torch.randn(8, 12, generator=g))
     sae = make_training_sae("transcoder", d_in=8, d_sae=64, d_out=12, l1_coefficient=0.01)
     cfg = DictionaryTrainConfig(n_steps=600, batch_size=512, lr=3e-3, log_every=100)
-    result = train_dictionary(sae, TensorSource(torch.cat([x_in, x_out], 1)), cfg, progress=False)
-    assert result.history[-1]["explained_variance"] > 0.9
-    save_dictionary(sae, tmp_path / "tc")
+    result = train_dictionary(sae, TensorSource(x_in, targets=x_out), cfg, progress=False)
+    assert result.activation_scale < 0.1  # the factor really was folded, not ~1
+    assert result.history[-1]["explained_variance"] > 0.9  # of the batch's targets, as the step output's sae_in
+    pred = sae.decode(sae.encode(x_in[:1000]))
+    ev = 1 - (pred - x_out[:1000]).pow(2).sum() / (x_out[:1000] - x_out[:1000].mean(0)).pow(2).sum()
+    assert ev > 0.9, f"explained variance {ev:.3f} of raw targets from raw inputs: is the scale folded both ways?"
+    save_dictionary(sae, tmp_path / "tc", hook_name="blocks.0.mlp.hook_in", hook_name_out="blocks.0.hook_mlp_out",
+                    model="test")
     loaded = SAE.load_from_disk(str(tmp_path / "tc"))
     assert isinstance(loaded, Transcoder) and loaded.cfg.d_out == 12
-    pred = loaded.decode(loaded.encode(x_in[:1000]))
-    assert torch.allclose(pred, sae.decode(sae.encode(x_in[:1000])), atol=1e-5)
-    assert 1 - (pred - x_out[:1000]).pow(2).sum() / (x_out[:1000] - x_out[:1000].mean(0)).pow(2).sum() > 0.9
+    assert torch.allclose(loaded.decode(loaded.encode(x_in[:1000])), pred, rtol=1e-4, atol=1e-3)
+
+
+def test_transcoder_fold_turns_a_scaled_map_into_the_raw_one():
+    torch.manual_seed(0)
+    sae = make_training_sae("transcoder", d_in=8, d_sae=32, d_out=12)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, s = torch.randn(16, 8), 0.37
+    scaled_prediction = sae.decode(sae.encode(s * x))  # trained on s * x_in, it predicts s * x_out
+    sae.fold_activation_norm_scaling_factor(s)
+    assert torch.allclose(sae.decode(sae.encode(x)), scaled_prediction / s, atol=1e-5)
+
+
+def test_transcoder_step_reads_targets_and_says_when_they_are_missing():
+    torch.manual_seed(0)
+    sae = make_training_sae("transcoder", d_in=8, d_sae=32, d_out=12)
+    x, y = torch.randn(16, 8), torch.randn(16, 12)
+    out = sae.training_forward_pass(step_input(x, 32, targets=y))
+    assert torch.equal(out.sae_in, y) and out.sae_out.shape == (16, 12)  # sae_in is the target, for batch metrics
+    assert torch.allclose(out.losses["mse_loss"], (out.sae_out - y).pow(2).sum(-1).mean())
+    with pytest.raises(ValueError, match=r"a transcoder needs targets: pass TensorSource\(acts_in, targets=acts_out\)"):
+        sae.training_forward_pass(step_input(x, 32))
+    with pytest.raises(ValueError, match="a transcoder needs targets"):  # SAELens's own step input has no targets
+        sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={"l1": 0.1}, dead_neuron_mask=None,
+                                                 n_training_steps=0, is_logging_step=False))
+    with pytest.raises(ValueError, match=r"needs targets of shape \(16, 12\) .* got \(16, 8\)"):
+        sae.training_forward_pass(step_input(x, 32, targets=x))
 
 
 @pytest.mark.parametrize("rescale", [True, False])
@@ -151,7 +186,8 @@ def test_sparse_topk_step_equals_sae_lens_topk(rescale, n_dead):
     dead[torch.randperm(64)[:n_dead]] = True
     outs = []
     for sae in (dense, sparse):
-        inp = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
+        inp = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0,
+                             is_logging_step=False)
         out = sae.training_forward_pass(inp)
         out.loss.backward()
         outs.append(out)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from workbench.dictionaries import make_training_sae, metrics
 from workbench.dictionaries.training import DictionaryTrainConfig, TensorSource, TrainResult, train_dictionary
+from workbench.models import default_device
 
 
 @dataclass
@@ -30,17 +31,22 @@ class SweepPoint:
                 **self.metrics, **self.train}
 
 
-def train_and_measure(architecture: str, setting: dict, train_acts: Float[Tensor, "n d"], eval_acts: Float[Tensor, "m d"],
-                      d_sae: int, cfg: DictionaryTrainConfig, progress: bool = False) -> SweepPoint:
+def train_and_measure(architecture: str, setting: dict, train_acts: Float[Tensor, "n_train d_in"],
+                      eval_acts: Float[Tensor, "n_eval d_in"], d_sae: int, cfg: DictionaryTrainConfig,
+                      progress: bool = False, device: str | torch.device | None = None) -> SweepPoint:
     """Train one dictionary of ``architecture`` with config fields ``setting`` and measure it on ``eval_acts``
-    (and which features never fire on any of ``train_acts``: dead by the usual definition)."""
+    (and which features never fire on any of ``train_acts``: dead by the usual definition). It trains on
+    ``device`` (default: CUDA when available, else CPU); the activations stay where they are and go to it a
+    batch at a time."""
     torch.manual_seed(cfg.seed)
-    sae = make_training_sae(architecture, d_in=train_acts.shape[1], d_sae=d_sae, **setting)
+    device = default_device() if device is None else torch.device(device)
+    sae = make_training_sae(architecture, d_in=train_acts.shape[1], d_sae=d_sae, device=str(device), **setting)
     result: TrainResult = train_dictionary(sae, TensorSource(train_acts, seed=cfg.seed), cfg, progress=progress)
     m = metrics.dictionary_metrics(sae, eval_acts)
     never_on_train = (metrics.feature_density(sae, train_acts) == 0).float().mean().item()
     return SweepPoint(architecture, setting, m.summary() | {"dead_fraction_on_train": never_on_train},
-                      {"activations_per_s": result.activations_per_s, "wall_time_s": result.wall_time_s}, sae, m.density)
+                      {"activations_per_s": result.activations_per_s, "wall_time_s": result.wall_time_s}, sae,
+                      m.density.cpu())
 
 
 def pareto_front(l0: np.ndarray, ev: np.ndarray) -> np.ndarray:

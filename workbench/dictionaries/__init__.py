@@ -22,11 +22,6 @@ from workbench.hooks import check_hook_name
 from workbench.models import default_device, model_name_of
 
 
-def training_input_width(sae: TrainingSAE) -> int:
-    """Width of the activations a training step consumes (``d_in``; a transcoder also takes its target)."""
-    return getattr(sae, "training_input_width", sae.cfg.d_in)
-
-
 def architectures() -> list[str]:
     """Every trainable architecture name (SAELens's and ours)."""
     return sorted(SAE_TRAINING_CLASS_REGISTRY)

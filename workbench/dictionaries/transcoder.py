@@ -1,9 +1,10 @@
 """A transcoder training class (Dunefsky et al. 2024): reads the MLP input, predicts the MLP output.
 
 Registered with SAELens as ``transcoder``: ``ReLU(x_in W_enc + b_enc) W_dec + b_dec`` predicts ``x_out``
-with loss ``||x_out - x_out_hat||^2 + lambda * sum_i f_i ||d_i||``. The one training loop feeds it batches
-``[x_in | x_out]`` (width ``d_in + d_out``: see ``training_input_width``); a trained transcoder saves as
-SAELens's inference ``Transcoder`` (``apply_b_dec_to_input=False``) and loads without this package.
+with loss ``||x_out - x_out_hat||^2 + lambda * sum_i f_i ||d_i||``. The one training loop gives it ``x_in``
+as the step input's ``sae_in`` and ``x_out`` as its ``targets`` (``TensorSource(acts_in, targets=acts_out)``,
+or ``ModelActivationSource(..., target_hook_name=...)``); a trained transcoder saves as SAELens's inference
+``Transcoder`` (``apply_b_dec_to_input=False``) and loads without this package.
 """
 
 from __future__ import annotations
@@ -48,11 +49,6 @@ class TranscoderTrainingSAE(StandardTrainingSAE):
 
     cfg: TranscoderTrainingSAEConfig
 
-    @property
-    def training_input_width(self) -> int:
-        """Width of a training batch: ``[x_in | x_out]``."""
-        return self.cfg.d_in + self.cfg.d_out
-
     @override
     def initialize_weights(self) -> None:
         super().initialize_weights()
@@ -70,7 +66,17 @@ class TranscoderTrainingSAE(StandardTrainingSAE):
 
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
-        x_in, x_out = step_input.sae_in[:, : self.cfg.d_in], step_input.sae_in[:, self.cfg.d_in:]
+        """Predict ``step_input.targets`` from ``step_input.sae_in``; the output's ``sae_in`` is the target, so
+        the loop's batch metrics (explained variance) measure the prediction against it."""
+        x_in, x_out = step_input.sae_in, getattr(step_input, "targets", None)
+        if x_out is None:
+            raise ValueError("a transcoder needs targets: pass TensorSource(acts_in, targets=acts_out) (or "
+                             "ModelActivationSource(model, tokens, hooks.mlp_in(layer), "
+                             "target_hook_name=hooks.mlp_out(layer))) to train_dictionary, or a DictionaryStepInput "
+                             "with targets to training_forward_pass")
+        if x_out.shape != (len(x_in), self.cfg.d_out):
+            raise ValueError(f"a transcoder with d_out={self.cfg.d_out} needs targets of shape ({len(x_in)}, "
+                             f"{self.cfg.d_out}) for inputs of shape {tuple(x_in.shape)}, got {tuple(x_out.shape)}")
         feature_acts, hidden_pre = self.encode_with_hidden_pre(x_in)
         out = self.decode(feature_acts)
         mse = (out - x_out).pow(2).sum(-1).mean()
@@ -81,7 +87,8 @@ class TranscoderTrainingSAE(StandardTrainingSAE):
     @override
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
-        # inputs and outputs were scaled by the same factor: f(s x_in) needs W_enc * s, and y = y_scaled / s
+        # inputs and targets were scaled by the same factor s: the codes of raw x_in equal those of s x_in when
+        # W_enc grows by s, and the raw prediction is the scaled one divided by s (W_dec and b_dec shrink by s)
         self.W_enc.data *= scaling_factor
         self.W_dec.data /= scaling_factor
         self.b_dec.data /= scaling_factor
