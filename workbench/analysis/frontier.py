@@ -60,11 +60,12 @@ def pareto_front(l0: np.ndarray, ev: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
-def l0_ratio_at_equal_ev(test: list[SweepPoint], reference: list[SweepPoint]) -> dict[str, float | list]:
+def l0_ratio_at_equal_ev(test: list[SweepPoint], reference: list[SweepPoint]) -> dict[str, float | list | None]:
     """L0 of ``test`` divided by the L0 ``reference`` needs for the same explained variance.
 
     The reference frontier is interpolated linearly in (explained variance, log L0); only test points
-    whose explained variance lies inside the reference's range count. Returns the median ratio and each.
+    whose explained variance lies inside the reference's range count. Returns the median ratio (None when no
+    point is in range) and each.
     """
     ref_l0 = np.array([p.metrics["l0"] for p in reference])
     ref_ev = np.array([p.metrics["explained_variance"] for p in reference])
@@ -75,7 +76,7 @@ def l0_ratio_at_equal_ev(test: list[SweepPoint], reference: list[SweepPoint]) ->
         ev = p.metrics["explained_variance"]
         if len(front) >= 2 and ev_f[0] <= ev <= ev_f[-1]:
             ratios.append(p.metrics["l0"] / float(np.exp(np.interp(ev, ev_f, log_l0_f))))
-    return {"median": float(np.median(ratios)) if ratios else float("nan"), "ratios": ratios,
+    return {"median": float(np.median(ratios)) if ratios else None, "ratios": ratios,
             "n_points_in_range": len(ratios)}
 
 
