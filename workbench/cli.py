@@ -1,4 +1,4 @@
-"""Command line: ``workbench synth | train-model | reproduce | export``."""
+"""Command line: ``workbench synth | train-model | reproduce | export | workshop``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workshop(args: argparse.Namespace) -> int:
+    from workbench.workshop import build_workshop
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    written = build_workshop(out_dir=Path(args.out) if args.out else None, only=only)
+    if not written:
+        print("workbench workshop: no notebook has cells tagged `solution`, so there is no exercise to write",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} exercises notebook(s) to {written[0].parent}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=["full", "smoke"], default="full")
     p.add_argument("--out", help="folder to write to (default runs/<scale>/html)")
     p.set_defaults(fn=_export)
+
+    p = sub.add_parser("workshop", help="build the exercises edition of the notebooks that have `solution` cells")
+    p.add_argument("--out", help="folder to write to (default workshop/)")
+    p.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,03")
+    p.set_defaults(fn=_workshop)
     return parser
 
 
