@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from workbench.paths import project_root
-from workbench.reproduce import notebook_paths, run_notebook
+from workbench.reproduce import notebook_parameters, notebook_paths, run_notebook
 from workbench.results import SCALES
 
 NOTEBOOKS = notebook_paths()
@@ -111,8 +111,25 @@ def test_notebook_is_clean_and_parameterised(path: Path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_smoke_scale(path: Path, tmp_path):
+    """With the parameters ``workbench reproduce`` passes (``train=True`` where declared: the full path)."""
     results = Path(os.environ["WORKBENCH_RESULTS_DIR"])
-    run_notebook(path, "smoke", output_dir=tmp_path)
+    run_notebook(path, "smoke", notebook_parameters(path), output_dir=tmp_path)
     written = json.loads((results / f"{path.stem}.json").read_text())
     assert written["scale"] == "smoke" and written["notebook"] == path.stem
     assert not results_problems(written), f"{path.name} wrote a results file the summary cannot use: {results_problems(written)}"
+
+
+def test_notebook_03_fast_path_loads_the_saved_dictionaries(tmp_path):
+    """``train=False``, what a learner opening notebook 03 runs: the dictionaries saved in data/dictionaries/ are
+    loaded and measured, the sweep comes from the committed results file, and nothing is trained or saved."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("03_"))
+    results = Path(os.environ["WORKBENCH_RESULTS_DIR"])
+    executed = run_notebook(path, "smoke", {"train": False}, output_dir=tmp_path)
+    written = json.loads((results / f"{path.stem}.json").read_text())
+    assert written["scale"] == "smoke" and written["metrics"]["path"] == "fast (saved dictionaries)"
+    assert not results_problems(written), f"fast path wrote a results file the summary cannot use: {results_problems(written)}"
+    assert written["metrics"]["sweep_source"] == "03_sae_and_gated_sae.json" and written["metrics"]["runs"]
+    assert all(c["passed"] is not False for c in written["checks"])
+    figures = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs
+               if "image/png" in o.get("data", {})]
+    assert len(figures) >= 2, "the frontier and feature-density figures should show inline"

@@ -166,18 +166,39 @@ def plot_feature_density(points: dict):
     return fig
 
 
-def plot_frontiers(points: list, baselines: list = ()):
-    """L0 against explained variance and against CE loss recovered, one line per architecture."""
+BASELINE_STYLES = {"PCA": {"linestyle": ":", "marker": "s", "markersize": 9, "markerfacecolor": "none", "zorder": 4},
+                   "ICA": {"linestyle": "--", "marker": "x", "markersize": 6, "zorder": 3}}
+"""How each baseline is drawn on a frontier: PCA and ICA of k components span the same subspace, so their
+reconstructions (and lines) coincide; PCA's hollow squares on a dotted line are drawn over ICA's crosses."""
+
+
+def plot_frontiers(points: list, baselines: list = (), highlight: list = (), highlight_label: str = "highlighted"):
+    """L0 against explained variance and against CE loss recovered, one line per architecture; baselines dashed or
+    dotted with their own markers (see ``BASELINE_STYLES``), and ``highlight`` points (e.g. the saved dictionaries)
+    as stars on top, in their architecture's colour, labelled ``highlight_label``."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     groups: dict[str, list] = {}
-    for p in [*points, *baselines]:
+    for p in points:
         groups.setdefault(p.architecture, []).append(p)
-    for arch, ps in groups.items():
+    baseline_groups: dict[str, list] = {}
+    for p in baselines:
+        baseline_groups.setdefault(p.architecture, []).append(p)
+    colors: dict[str, str] = {}
+    for arch, ps in [*groups.items(), *sorted(baseline_groups.items(), key=lambda kv: kv[0] == "PCA")]:
         ps = sorted(ps, key=lambda p: p.metrics["l0"])
-        style = "--" if arch in {b.architecture for b in baselines} else "-"
+        style = BASELINE_STYLES.get(arch, {"linestyle": "--", "marker": "d"}) if arch in baseline_groups and \
+            arch not in groups else {"linestyle": "-", "marker": "o"}
         for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
             if all(key in p.metrics for p in ps):
-                ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps], style, marker="o", label=arch)
+                (line,) = ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps], label=arch,
+                                  color=colors.get(arch), **style)
+                colors[arch] = line.get_color()
+    for i, p in enumerate(highlight):
+        for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
+            if key in p.metrics:
+                ax.plot(p.metrics["l0"], p.metrics[key], marker="*", markersize=15, linestyle="none",
+                        color=colors.get(p.architecture, "k"), markeredgecolor="k", zorder=5,
+                        label=highlight_label if i == 0 else None)
     axes[0].set(title="Sparsity vs reconstruction", xlabel="L0 (active codes per token, log)", ylabel="explained variance",
                 xscale="log")
     axes[1].set(title="Sparsity vs faithfulness when spliced in", xlabel="L0 (active codes per token, log)",
