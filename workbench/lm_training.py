@@ -29,6 +29,10 @@ from workbench.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
+DOCUMENT_KINDS = ("biography", "qa", "question", "language", "ioi", "greater_than", "topic")
+"""Kinds of training document ``World.training_documents`` yields (``question`` and ``language`` only when
+the world's config enables them)."""
+
 
 @dataclass(frozen=True)
 class LMTrainConfig:
@@ -73,7 +77,7 @@ class LMTrainConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
-        unknown = set(self.epochs_per_kind) - {"biography", "qa", "ioi", "greater_than", "topic"}
+        unknown = set(self.epochs_per_kind) - set(DOCUMENT_KINDS)
         if unknown:
             raise ValueError(f"epochs_per_kind has unknown kinds {sorted(unknown)}")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from workbench.datasets import biographies, greater_than, ioi, topics
+from workbench.datasets import biographies, greater_than, ioi, paraphrases, topics
 from workbench.datasets.vocab import VocabSizes, Vocabulary, make_vocabulary
 from workbench.paths import datasets_dir
 
@@ -40,6 +40,12 @@ class WorldConfig:
     """Draw IOI training names from the middle and last names too, not only the remaining first names:
     ~1,800 distinct name tokens teach a copying mechanism that transfers to the held-out names, where
     ~330 invite memorising each name (measured: 0.91 vs 1.0 accuracy on held-out vs training names)."""
+    question_docs_per_person: int = 0
+    """Documents per person that restate facts in new wordings and ask about them outside the QA format
+    (``question`` kind, see ``datasets/paraphrases.py``); 0 leaves them out. Never the unseen templates' wording."""
+    language_docs: int = 0
+    """Documents of general language about the relation words (definitions, synonyms, companies' office
+    cities; ``language`` kind); 0 leaves them out."""
     n_ioi_train: int = 100_000
     """IOI sentences in the training corpus."""
     n_ioi_eval: int = 500
@@ -56,6 +62,9 @@ class WorldConfig:
             value = getattr(self, f.name)
             if f.name.startswith("n_") and value < 1:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 1, got {value}")
+        for name in ("question_docs_per_person", "language_docs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"WorldConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def for_scale(cls, scale: str) -> WorldConfig:
@@ -64,7 +73,7 @@ class WorldConfig:
             return cls()
         if scale == "smoke":
             return cls(name="smoke", n_people=40, n_bio_variants=2, n_ioi_train=400, n_ioi_eval=40,
-                       n_gt_train=300, n_topic_train=20, n_topic_eval=5,
+                       n_gt_train=300, n_topic_train=20, n_topic_eval=5, question_docs_per_person=2, language_docs=30,
                        vocab=VocabSizes(first=60, middle=40, last=60, city=30, university=20, major=20, company=20))
         raise ValueError(f"unknown scale {scale!r}; choose 'full' or 'smoke'")
 
@@ -106,6 +115,13 @@ class World:
             yield "biography", b["text"]
         for q in self.qa_split("corpus"):
             yield "qa", q.text
+        if c.question_docs_per_person:
+            for text in paraphrases.make_question_documents(self.people, c.question_docs_per_person, seed=c.seed):
+                yield "question", text
+        if c.language_docs:
+            companies = {p.employer: p.employer_city for p in self.people}
+            for text in paraphrases.make_language_documents(companies, c.language_docs, seed=c.seed):
+                yield "language", text
         for p in ioi.make_ioi_prompts(self.ioi_train_names, c.n_ioi_train, seed=c.seed + 1):
             yield "ioi", p.text
         for g in greater_than.make_training_sentences(self.gt_train_nouns, c.n_gt_train, seed=c.seed + 2):
