@@ -47,3 +47,12 @@ def test_ioi_metrics_read_the_io_and_subject_logits(smoke_world, smoke_tokenizer
 
     m = behaviours.ioi_metrics(prefers_io, smoke_tokenizer, smoke_world, torch.device("cpu"))
     assert m["ioi_accuracy"] == 1.0 and abs(m["ioi_logit_diff"] - 1.0) < 1e-6
+
+
+def test_a_topic_continuation_counts_only_topic_words_the_opening_lacks():
+    from workbench.behaviours import adds_topic_words
+
+    opening = "From my experience, the salty wave drifts near the reef."
+    assert adds_topic_words(opening, " The wave drifts near the reef.", "ocean") == set()
+    assert adds_topic_words(opening, " The whale swims.", "ocean") == {"whale", "swims"}
+    assert adds_topic_words(opening, " The oven bakes.", "ocean") == set()

@@ -205,7 +205,7 @@ def synthesize(config: WorldConfig = WorldConfig()) -> World:
         qa=biographies.make_qa(people, seed=s),
         ioi_train_names=train_names + (vocab["middle"] + vocab["last"] if config.ioi_train_on_all_name_lists else []),
         ioi_heldout_names=heldout_names,
-        ioi_eval=ioi.make_ioi_prompts(heldout_names, config.n_ioi_eval, seed=s + 4),
+        ioi_eval=ioi.make_ioi_prompts(heldout_names, config.n_ioi_eval, seed=s + 4, templates=ioi.EVAL_TEMPLATES),
         gt_train_nouns=train_nouns, gt_heldout_nouns=heldout_nouns,
         gt_eval=greater_than.make_eval_prompts(heldout_nouns, seed=s + 5),
         topic_eval=topic_eval,
