@@ -40,10 +40,10 @@ class WorldConfig:
     """Draw IOI training names from the middle and last names too, not only the remaining first names:
     ~1,800 distinct name tokens teach a copying mechanism that transfers to the held-out names, where
     ~330 invite memorising each name (measured: 0.91 vs 1.0 accuracy on held-out vs training names)."""
-    question_docs_per_person: int = 0
+    question_docs_per_person: int = 48
     """Documents per person that restate facts in new wordings and ask about them outside the QA format
     (``question`` kind, see ``datasets/paraphrases.py``); 0 leaves them out. Never the unseen templates' wording."""
-    language_docs: int = 0
+    language_docs: int = 10_000
     """Documents of general language about the relation words (definitions, synonyms, companies' office
     cities; ``language`` kind); 0 leaves them out."""
     n_ioi_train: int = 100_000
@@ -73,7 +73,7 @@ class WorldConfig:
             return cls()
         if scale == "smoke":
             return cls(name="smoke", n_people=40, n_bio_variants=2, n_ioi_train=400, n_ioi_eval=40,
-                       n_gt_train=300, n_topic_train=20, n_topic_eval=5, question_docs_per_person=2, language_docs=30,
+                       n_gt_train=300, n_topic_train=20, n_topic_eval=5, question_docs_per_person=1, language_docs=20,
                        vocab=VocabSizes(first=60, middle=40, last=60, city=30, university=20, major=20, company=20))
         raise ValueError(f"unknown scale {scale!r}; choose 'full' or 'smoke'")
 
@@ -82,7 +82,9 @@ class WorldConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WorldConfig:
-        return cls(**(d | {"vocab": VocabSizes(**d["vocab"])}))
+        # Worlds saved before the paraphrase kinds existed had none.
+        old = {"question_docs_per_person": 0, "language_docs": 0}
+        return cls(**(old | d | {"vocab": VocabSizes(**d["vocab"])}))
 
 
 @dataclass
