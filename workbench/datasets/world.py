@@ -176,6 +176,8 @@ class World:
             "qa_corpus": len(self.qa_split("corpus")),
             "qa_heldout_train_template": len(self.qa_split("heldout_train_template")),
             "qa_unseen_template": len(self.qa_split("unseen_template")),
+            "question_documents": c.question_docs_per_person * len(self.people),
+            "language_documents": c.language_docs,
             "ioi_train_sentences": c.n_ioi_train,
             "ioi_eval_prompts": len(self.ioi_eval),
             "ioi_train_names": len(self.ioi_train_names),
