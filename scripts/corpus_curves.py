@@ -61,6 +61,21 @@ def relation_probe(model, tokenizer, world, n_train: int = 1800, n_test: int = 1
     return scores
 
 
+def unseen_given_known(fn, tokenizer, world, n_people: int = 100) -> float:
+    """Unseen-template accuracy on the (person, relation) pairs whose held-out training-template prompt is
+    answered right: how well the question is read once the fact is known, apart from memorisation."""
+    def correct(split):
+        qs = [q for q in world.qa_split(split) if q.person_id < n_people]
+        ok = behaviours.answer_correct(fn, [[tokenizer.bos_token_id, *encode_strict(tokenizer, q.prompt)] for q in qs],
+                                       [encode_strict(tokenizer, q.answer) for q in qs], torch.device("cpu"))
+        return qs, ok
+    tq, tok = correct("heldout_train_template")
+    known = {(q.person_id, q.relation) for q, k in zip(tq, tok, strict=True) if k}
+    uq, uok = correct("unseen_template")
+    mask = np.array([(q.person_id, q.relation) in known for q in uq])
+    return float(uok[mask].mean()) if mask.any() else float("nan")
+
+
 def evaluate(model, tokenizer, world, final: bool) -> dict:
     model.eval()
     fn = behaviours.logits_fn_of(model)
@@ -68,7 +83,8 @@ def evaluate(model, tokenizer, world, final: bool) -> dict:
     unseen = behaviours.qa_accuracy(fn, tokenizer, world, "unseen_template", dev, limit=1200)
     train = behaviours.qa_accuracy(fn, tokenizer, world, "heldout_train_template", dev, limit=600)
     probe = relation_probe(model, tokenizer, world)
-    point = {"unseen_qa": unseen, "train_qa": train["all"], "probe": probe,
+    point = {"unseen_qa": unseen, "train_qa": train["all"], "unseen_given_known": unseen_given_known(fn, tokenizer, world),
+             "probe": probe,
              "probe_best": [int(np.argmax(probe)), max(probe)]}
     if final:
         ioi = behaviours.ioi_metrics(fn, tokenizer, world, dev)
@@ -89,6 +105,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--save", action="store_true", help="save the final model and tokenizer to <out>/model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -129,10 +146,13 @@ def main() -> None:
             u = point["unseen_qa"]
             print(f"step {done} ({point['tokens'] / 1e6:.2f}M tok, {train_s:.0f}s) loss {point['loss']} | unseen QA "
                   f"{u['all']:.3f} [" + " ".join(f"{r[:6]}={u[r]:.2f}" for r in RELATIONS) + f"] | train QA "
-                  f"{point['train_qa']:.3f} | probe " + " ".join(f"{p:.2f}" for p in point["probe"])
+                  f"{point['train_qa']:.3f} | unseen|known {point['unseen_given_known']:.3f} | probe " + " ".join(f"{p:.2f}" for p in point["probe"])
                   + "".join(f" | {k} {point[k]:.3f}" for k in ("ioi_accuracy", "ioi_logit_diff", "greater_than_prob_diff") if k in point),
                   flush=True)
             start += time.perf_counter() - start - train_s  # evaluation time is not training time
+    if args.save:
+        model.save_pretrained(str(out / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "model"))
 
 
 if __name__ == "__main__":
