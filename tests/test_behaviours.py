@@ -106,3 +106,12 @@ def test_ioi_metrics_read_the_io_and_subject_logits(smoke_world, smoke_tokenizer
     assert m["ioi_accuracy"] == 0.0 and abs(m["ioi_logit_diff"] + 2.0) < 1e-6 and m["ioi_top1_accuracy"] == 0.0
     m = ioi(predictor(1.0, 0.5, 2.0))  # IO above S, but another token on top: accuracy is not top-1 accuracy
     assert m["ioi_accuracy"] == 1.0 and abs(m["ioi_logit_diff"] - 0.5) < 1e-6 and m["ioi_top1_accuracy"] == 0.0
+
+
+def test_a_topic_continuation_counts_only_topic_words_the_opening_lacks():
+    from workbench.behaviours import adds_topic_words
+
+    opening = "From my experience, the salty wave drifts near the reef."
+    assert adds_topic_words(opening, " The wave drifts near the reef.", "ocean") == set()
+    assert adds_topic_words(opening, " The whale swims.", "ocean") == {"whale", "swims"}
+    assert adds_topic_words(opening, " The oven bakes.", "ocean") == set()

@@ -98,13 +98,17 @@ def ioi_prompts(world: World, tokenizer) -> PromptBatch:
 
 
 def ioi_metrics(logits_fn: LogitsFn, tokenizer, world: World, device: torch.device) -> dict[str, float | list]:
-    """IO-vs-S logit difference and accuracies on IOI prompts whose names never occur in IOI training text."""
+    """IO-vs-S logit difference and accuracies on IOI prompts whose names never occur in IOI training text,
+    overall and on the templates held out of IOI training text entirely."""
     batch = ioi_prompts(world, tokenizer)
     logits = batch.final_logits(logits_fn, device)
     diff = logit_diff(logits, batch)
+    heldout = torch.tensor([p.heldout_template for p in world.ioi_eval])
     return {
         "ioi_logit_diff": float(diff.mean()),
         "ioi_accuracy": float((diff > 0).float().mean()),
+        "ioi_logit_diff_heldout_templates": float(diff[heldout].mean()) if heldout.any() else float("nan"),
+        "ioi_accuracy_heldout_templates": float((diff[heldout] > 0).float().mean()) if heldout.any() else float("nan"),
         "ioi_top1_accuracy": float((logits.argmax(-1) == batch.answer_ids).float().mean()),
         "ioi_logit_diffs": diff.tolist(),
     }
@@ -150,11 +154,22 @@ def topic_classifier(world: World, n_per_topic: int = 200):
     return make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000)).fit(texts, labels)
 
 
+def adds_topic_words(opening: str, continuation: str, topic: str) -> set[str]:
+    """The words of ``topic`` that ``continuation`` uses and ``opening`` does not."""
+    def words(text: str) -> set[str]:
+        return {w.strip(".,;:!?").lower() for w in text.split()}
+
+    vocab = {w for ws in topics_mod.TOPICS[topic].values() for w in ws}
+    return (words(continuation) & vocab) - words(opening)
+
+
 def topic_continuation_accuracy(model: torch.nn.Module, world: World, max_new_tokens: int = 20,
                                 limit_per_topic: int | None = None) -> dict[str, float]:
-    """Share of greedy continuations of held-out topic openings that a classifier assigns to the right topic.
+    """Share of greedy continuations of held-out topic openings that a classifier assigns to the right topic
+    and that add at least one of the topic's words the opening does not contain.
 
-    Only the generated continuation is classified, not the opening.
+    Only the generated continuation is classified, not the opening; the second condition stops a continuation
+    that merely repeats the opening's topic words from counting.
     """
     clf = topic_classifier(world)
     by_topic: dict[str, list[str]] = defaultdict(list)
@@ -164,8 +179,10 @@ def topic_continuation_accuracy(model: torch.nn.Module, world: World, max_new_to
     result: dict[str, float] = {}
     correct_all: list[bool] = []
     for topic, openings in by_topic.items():
-        preds = clf.predict(generate(model, openings, max_new_tokens))
-        correct = [pr == topic for pr in preds]
+        continuations = generate(model, openings, max_new_tokens)
+        preds = clf.predict(continuations)
+        correct = [pr == topic and bool(adds_topic_words(opening, cont, topic))
+                   for pr, opening, cont in zip(preds, openings, continuations, strict=True)]
         correct_all += correct
         result[topic] = float(np.mean(correct))
     return {"all": float(np.mean(correct_all))} | result

@@ -31,6 +31,10 @@ from workbench.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
+DOCUMENT_KINDS = ("biography", "qa", "question", "language", "ioi", "greater_than", "topic")
+"""Kinds of training document ``World.training_documents`` yields (``question`` and ``language`` only when
+the world's config enables them)."""
+
 
 @dataclass(frozen=True)
 class LMTrainConfig:
@@ -59,8 +63,10 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     """Gradient-norm clipping."""
     epochs_per_kind: dict[str, float] = field(default_factory=lambda: {
-        "biography": 12, "qa": 12, "ioi": 2, "greater_than": 2.5, "topic": 1})
-    """Passes over each kind of training document; a fraction takes a prefix of that kind's documents."""
+        "biography": 10, "qa": 12, "question": 1, "language": 1, "ioi": 1.5, "greater_than": 2.5, "topic": 1})
+    """Passes over each kind of training document; a fraction takes a prefix of that kind's documents (a kind
+    not listed gets one pass). About 13M tokens at full scale: biographies 2.9M, QA 1.2M, questions 2.8M,
+    language 0.5M, IOI 2.9M, greater-than 2.3M, topics 0.6M."""
     seed: int = 0
     """Seeds the weights and the data order."""
     bf16: bool = True
@@ -75,7 +81,7 @@ class LMTrainConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
-        unknown = set(self.epochs_per_kind) - {"biography", "qa", "ioi", "greater_than", "topic"}
+        unknown = set(self.epochs_per_kind) - set(DOCUMENT_KINDS)
         if unknown:
             raise ValueError(f"epochs_per_kind has unknown kinds {sorted(unknown)}")
 
@@ -85,7 +91,8 @@ class LMTrainConfig:
             return cls(compile=True)
         if scale == "smoke":
             return cls(n_layer=2, d_model=64, n_head=2, seq_len=64, batch_size=8, warmup_steps=5,
-                       epochs_per_kind={"biography": 2, "qa": 2, "ioi": 1, "greater_than": 1, "topic": 1},
+                       epochs_per_kind={"biography": 2, "qa": 2, "question": 1, "language": 1, "ioi": 1,
+                                        "greater_than": 1, "topic": 1},
                        checkpoint_every=10, eval_every=20)
         raise ValueError(f"unknown scale {scale!r}; choose 'full' or 'smoke'")
 

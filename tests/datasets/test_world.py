@@ -106,3 +106,30 @@ def test_ioi_eval_names_occur_in_biographies(smoke_world):
     in_bios = {p.first for p in smoke_world.people}
     assert set(smoke_world.ioi_heldout_names) <= in_bios
     assert len(smoke_world.ioi_heldout_names) >= 3
+
+
+
+def test_ioi_heldout_templates_never_occur_in_training_text_but_their_words_do(smoke_world):
+    import re
+
+    from workbench.datasets.ioi import HELDOUT_TEMPLATES
+
+    def pattern(template: str) -> re.Pattern:
+        body = re.escape(template.replace("[B] and [A]", "[X] and [Y]"))
+        for slot in ("\\[X\\]", "\\[Y\\]", "\\[A\\]", "\\[B\\]", "\\[PLACE\\]", "\\[OBJECT\\]"):
+            body = body.replace(slot, r"\w+")
+        return re.compile(body + r" \w+\.$")
+
+    assert len(HELDOUT_TEMPLATES) >= 3 and set(HELDOUT_TEMPLATES).isdisjoint(BABA_TEMPLATES)
+    train_words = {w for t in BABA_TEMPLATES for w in t.replace(",", " ").replace(".", " ").split()}
+    for t in HELDOUT_TEMPLATES:
+        assert set(t.replace(",", " ").replace(".", " ").split()) <= train_words, t
+    heldout_evals = [p for p in smoke_world.ioi_eval if p.heldout_template]
+    assert heldout_evals and len(heldout_evals) < len(smoke_world.ioi_eval)
+    assert all(pattern(HELDOUT_TEMPLATES[p.template_id - len(BABA_TEMPLATES)]).match(p.text) for p in heldout_evals)
+    train_patterns = [pattern(t) for t in BABA_TEMPLATES]
+    heldout_patterns = [pattern(t) for t in HELDOUT_TEMPLATES]
+    for kind, text in smoke_world.training_documents():
+        if kind == "ioi":
+            assert any(p.match(text) for p in train_patterns), text
+            assert not any(p.match(text) for p in heldout_patterns), text

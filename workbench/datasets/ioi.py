@@ -28,6 +28,16 @@ BABA_TEMPLATES = [
     "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to",
     "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to",
 ]
+# Templates held out of IOI training text entirely: new sentences built only from words the training templates
+# use, so evaluation on them measures the mechanism rather than a memorised sentence frame.
+HELDOUT_TEMPLATES = [
+    "While [B] and [A] had a lot of fun at the [PLACE], [B] gave a [OBJECT] to",
+    "Afterwards, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to",
+    "Then, [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to",
+    "When [B] and [A] went to the [PLACE], [B] wanted to give the [OBJECT] to",
+]
+EVAL_TEMPLATES = BABA_TEMPLATES + HELDOUT_TEMPLATES
+"""Evaluation draws from every template; ``template_id >= len(BABA_TEMPLATES)`` marks a held-out one."""
 PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station", "park", "market"]
 OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack", "book", "letter"]
 
@@ -43,6 +53,11 @@ class IOIPrompt:
     counterfactual_io: str
     template_id: int
     order: str  # "ABBA" or "BABA"
+
+    @property
+    def heldout_template(self) -> bool:
+        """Whether the template never occurs in IOI training text (ids index :data:`EVAL_TEMPLATES`)."""
+        return self.template_id >= len(BABA_TEMPLATES)
 
     @property
     def text(self) -> str:
@@ -68,16 +83,17 @@ def _fill(template: str, a: str, b: str, order: str, place: str, obj: str) -> st
     return template.replace("[A]", a).replace("[B]", b).replace("[PLACE]", place).replace("[OBJECT]", obj)
 
 
-def make_ioi_prompts(names: list[str], n: int, seed: int = 0) -> list[IOIPrompt]:
-    """``n`` prompts, alternating ABBA and BABA, drawing all three names from ``names``."""
+def make_ioi_prompts(names: list[str], n: int, seed: int = 0, templates: list[str] = BABA_TEMPLATES) -> list[IOIPrompt]:
+    """``n`` prompts, alternating ABBA and BABA, drawing all three names from ``names`` and the template from
+    ``templates`` (training text uses :data:`BABA_TEMPLATES`, evaluation :data:`EVAL_TEMPLATES`)."""
     if len(names) < 3:
         raise ValueError(f"IOI needs at least 3 distinct names, got {len(names)}")
     rng = random.Random(seed)
     prompts = []
     for i in range(n):
         io, s, cf = rng.sample(names, 3)
-        template_id = rng.randrange(len(BABA_TEMPLATES))
-        template = BABA_TEMPLATES[template_id]
+        template_id = rng.randrange(len(templates))
+        template = templates[template_id]
         order = "ABBA" if i % 2 == 0 else "BABA"
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         prompts.append(IOIPrompt(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from workbench.datasets import biographies, greater_than, ioi, topics
+from workbench.datasets import biographies, greater_than, ioi, paraphrases, topics
 from workbench.datasets.vocab import VocabSizes, Vocabulary, make_vocabulary
 from workbench.paths import datasets_dir
 
@@ -40,6 +40,12 @@ class WorldConfig:
     """Draw IOI training names from the middle and last names too, not only the remaining first names:
     ~1,800 distinct name tokens teach a copying mechanism that transfers to the held-out names, where
     ~330 invite memorising each name (measured: 0.91 vs 1.0 accuracy on held-out vs training names)."""
+    question_docs_per_person: int = 48
+    """Documents per person that restate facts in new wordings and ask about them outside the QA format
+    (``question`` kind, see ``datasets/paraphrases.py``); 0 leaves them out. Never the unseen templates' wording."""
+    language_docs: int = 10_000
+    """Documents of general language about the relation words (definitions, synonyms, companies' office
+    cities; ``language`` kind); 0 leaves them out."""
     n_ioi_train: int = 100_000
     """IOI sentences in the training corpus."""
     n_ioi_eval: int = 500
@@ -56,6 +62,9 @@ class WorldConfig:
             value = getattr(self, f.name)
             if f.name.startswith("n_") and value < 1:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 1, got {value}")
+        for name in ("question_docs_per_person", "language_docs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"WorldConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def for_scale(cls, scale: str) -> WorldConfig:
@@ -64,7 +73,7 @@ class WorldConfig:
             return cls()
         if scale == "smoke":
             return cls(name="smoke", n_people=40, n_bio_variants=2, n_ioi_train=400, n_ioi_eval=40,
-                       n_gt_train=300, n_topic_train=20, n_topic_eval=5,
+                       n_gt_train=300, n_topic_train=20, n_topic_eval=5, question_docs_per_person=1, language_docs=20,
                        vocab=VocabSizes(first=60, middle=40, last=60, city=30, university=20, major=20, company=20))
         raise ValueError(f"unknown scale {scale!r}; choose 'full' or 'smoke'")
 
@@ -73,7 +82,9 @@ class WorldConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WorldConfig:
-        return cls(**(d | {"vocab": VocabSizes(**d["vocab"])}))
+        # Worlds saved before the paraphrase kinds existed had none.
+        old = {"question_docs_per_person": 0, "language_docs": 0}
+        return cls(**(old | d | {"vocab": VocabSizes(**d["vocab"])}))
 
 
 @dataclass
@@ -106,6 +117,13 @@ class World:
             yield "biography", b["text"]
         for q in self.qa_split("corpus"):
             yield "qa", q.text
+        if c.question_docs_per_person:
+            for text in paraphrases.make_question_documents(self.people, c.question_docs_per_person, seed=c.seed):
+                yield "question", text
+        if c.language_docs:
+            companies = {p.employer: p.employer_city for p in self.people}
+            for text in paraphrases.make_language_documents(companies, c.language_docs, seed=c.seed):
+                yield "language", text
         for p in ioi.make_ioi_prompts(self.ioi_train_names, c.n_ioi_train, seed=c.seed + 1):
             yield "ioi", p.text
         for g in greater_than.make_training_sentences(self.gt_train_nouns, c.n_gt_train, seed=c.seed + 2):
@@ -158,6 +176,8 @@ class World:
             "qa_corpus": len(self.qa_split("corpus")),
             "qa_heldout_train_template": len(self.qa_split("heldout_train_template")),
             "qa_unseen_template": len(self.qa_split("unseen_template")),
+            "question_documents": c.question_docs_per_person * len(self.people),
+            "language_documents": c.language_docs,
             "ioi_train_sentences": c.n_ioi_train,
             "ioi_eval_prompts": len(self.ioi_eval),
             "ioi_train_names": len(self.ioi_train_names),
@@ -189,7 +209,7 @@ def synthesize(config: WorldConfig = WorldConfig()) -> World:
         qa=biographies.make_qa(people, seed=s),
         ioi_train_names=train_names + (vocab["middle"] + vocab["last"] if config.ioi_train_on_all_name_lists else []),
         ioi_heldout_names=heldout_names,
-        ioi_eval=ioi.make_ioi_prompts(heldout_names, config.n_ioi_eval, seed=s + 4),
+        ioi_eval=ioi.make_ioi_prompts(heldout_names, config.n_ioi_eval, seed=s + 4, templates=ioi.EVAL_TEMPLATES),
         gt_train_nouns=train_nouns, gt_heldout_nouns=heldout_nouns,
         gt_eval=greater_than.make_eval_prompts(heldout_nouns, seed=s + 5),
         topic_eval=topic_eval,
