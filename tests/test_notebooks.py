@@ -113,10 +113,14 @@ def test_notebook_is_clean_and_parameterised(path: Path):
 def test_notebook_runs_at_smoke_scale(path: Path, tmp_path):
     """With the parameters ``workbench reproduce`` passes (``train=True`` where declared: the full path)."""
     results = Path(os.environ["WORKBENCH_RESULTS_DIR"])
-    run_notebook(path, "smoke", notebook_parameters(path), output_dir=tmp_path)
+    executed = run_notebook(path, "smoke", notebook_parameters(path), output_dir=tmp_path)
     written = json.loads((results / f"{path.stem}.json").read_text())
     assert written["scale"] == "smoke" and written["notebook"] == path.stem
     assert not results_problems(written), f"{path.name} wrote a results file the summary cannot use: {results_problems(written)}"
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: no figure shows inline"
+    noise = [o["text"][:200] for o in outputs if o.get("name") == "stderr" or "Warning" in o.get("text", "")]
+    assert not noise, f"{path.name}: executed outputs show warnings or progress bars: {noise}"
 
 
 def test_notebook_03_fast_path_loads_the_saved_dictionaries(tmp_path):
