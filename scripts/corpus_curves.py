@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from workbench import behaviours
 from workbench.datasets import RELATIONS, WorldConfig, synthesize
-from workbench.lm_training import LMTrainConfig, lr_at, make_optimizer, new_model, token_stream
+from workbench.lm_training import LMTrainConfig, make_optimizer, new_model, token_stream
 from workbench.tokenizer import build_tokenizer, encode_strict
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     for step in range(stop):
         batch = data[step * cfg.batch_size:(step + 1) * cfg.batch_size].long()
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg)
+            group["lr"] = cfg.lr_at(step, total)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = step_fn(batch, labels=batch).loss
         loss.backward()

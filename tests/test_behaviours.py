@@ -115,3 +115,10 @@ def test_a_topic_continuation_counts_only_topic_words_the_opening_lacks():
     assert adds_topic_words(opening, " The wave drifts near the reef.", "ocean") == set()
     assert adds_topic_words(opening, " The whale swims.", "ocean") == {"whale", "swims"}
     assert adds_topic_words(opening, " The oven bakes.", "ocean") == set()
+
+
+def test_relation_probe_scores_each_layer_on_unseen_templates(tiny_bridge, smoke_world):
+    from workbench.behaviours import relation_probe
+
+    scores = relation_probe(tiny_bridge, smoke_world)
+    assert len(scores) == tiny_bridge.cfg.n_layers and all(0.0 <= s <= 1.0 for s in scores)

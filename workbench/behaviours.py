@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench import hooks
 from workbench.datasets import RELATIONS, World
 from workbench.datasets import greater_than as gt
 from workbench.datasets import topics as topics_mod
@@ -221,6 +222,40 @@ def heldout_loss(logits_fn: LogitsFn, tokenizer, texts_by_kind: dict[str, list[s
     return result
 
 
+@torch.no_grad()
+def last_token_residuals(model: torch.nn.Module, batch: PromptBatch, batch_size: int = 256) -> np.ndarray:
+    """``[n_prompts, n_layers, d_model]``: the residual stream after each block at each prompt's last token."""
+    names = [hooks.resid_post(layer) for layer in range(model.cfg.n_layers)]
+    device = _device_of(model)
+    out = []
+    for start in range(0, len(batch), batch_size):
+        chunk = batch.select(range(start, min(start + batch_size, len(batch))))
+        _, cache = model.run_with_cache(chunk.tokens.to(device), names_filter=names)
+        rows, last = torch.arange(len(chunk)), chunk.final_positions.to(device)
+        out.append(torch.stack([cache[n][rows, last] for n in names], 1).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def relation_probe(model: torch.nn.Module, world: World, n_train: int = 1800, n_test: int = 1200) -> list[float]:
+    """Does the model map a question it was never trained on to its relation? Per layer, a logistic-regression
+    probe of the relation, fitted on the last-token residual of training-template prompts (people held out of the
+    QA text) and scored on unseen-template prompts. Chance is 1/6."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = world.qa_split("heldout_train_template")[:n_train]
+    test = world.qa_split("unseen_template")[:n_test]
+    x_train = last_token_residuals(model, PromptBatch.from_texts(model.tokenizer, [q.prompt for q in train]))
+    x_test = last_token_residuals(model, PromptBatch.from_texts(model.tokenizer, [q.prompt for q in test]))
+    y_train, y_test = [q.relation for q in train], [q.relation for q in test]
+    scores = []
+    for layer in range(x_train.shape[1]):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+        scores.append(float(clf.fit(x_train[:, layer], y_train).score(x_test[:, layer], y_test)))
+    return scores
+
+
 def evaluate_model(model: torch.nn.Module, world: World, topic_limit_per_topic: int | None = None) -> dict:
     """Every behaviour of notebook 02 for a ``TransformerBridge`` (its tokenizer must cover the world)."""
     tokenizer = model.tokenizer
@@ -228,6 +263,7 @@ def evaluate_model(model: torch.nn.Module, world: World, topic_limit_per_topic: 
     fn = logits_fn_of(model)
     qa_train = qa_accuracy(fn, tokenizer, world, "heldout_train_template", device)
     qa_unseen = qa_accuracy(fn, tokenizer, world, "unseen_template", device)
+    probe = relation_probe(model, world)
     return {
         "qa_accuracy_train_templates": qa_train["all"],
         "qa_accuracy_unseen_templates": qa_unseen["all"],
@@ -237,4 +273,6 @@ def evaluate_model(model: torch.nn.Module, world: World, topic_limit_per_topic: 
         **greater_than_metrics(fn, tokenizer, world, device),
         "topic_continuation_accuracy": topic_continuation_accuracy(model, world, limit_per_topic=topic_limit_per_topic),
         "heldout_loss": heldout_loss(fn, tokenizer, heldout_texts(world), device, max_len=model.cfg.n_ctx),
+        "relation_probe_per_layer": probe,
+        "relation_probe_best": max(probe),
     }
