@@ -10,10 +10,8 @@ notebook as an ``image/png`` output (the Agg backend would render nothing there)
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,14 +40,10 @@ def notebook_paths(only: list[str] | None = None) -> list[Path]:
 
 
 def declared_parameters(path: str | Path) -> set[str]:
-    """The names assigned at the start of a line in the notebook's ``parameters`` cell (e.g. {"scale", "train"}).
-    Read as JSON: nbformat would warn about committed cells without ids."""
-    cells = [c for c in json.loads(Path(path).read_text())["cells"]
-             if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        return set()
-    source = "".join(cells[0]["source"]) if isinstance(cells[0]["source"], list) else cells[0]["source"]
-    return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, flags=re.MULTILINE))
+    """The names the notebook's ``parameters`` cell assigns (e.g. {"scale", "train"}), as papermill reads them."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
 
 
 @contextmanager
