@@ -50,9 +50,12 @@ def load_checkpoint(path: Path, module: torch.nn.Module, opt: torch.optim.Optimi
     for name in missing:  # tied weights share storage with a saved tensor
         if not any(module.state_dict()[name].data_ptr() == module.state_dict()[w].data_ptr() for w in weights):
             raise ValueError(f"checkpoint in {path} lacks {name}; it was written by another kind of model")
-    params = [p for g in opt.param_groups for p in g["params"]]
+    # through load_state_dict, which puts each state tensor where its optimiser expects it (moments on the
+    # parameter's device; ``step`` on the CPU, or on the device for fused and capturable optimisers)
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, v in tensors.items():
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
-            opt.state.setdefault(params[int(i)], {})[name] = v.reshape(()) if name == "step" else v
+            opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
+    opt.load_state_dict(opt.state_dict() | {"state": opt_state})
     return json.loads((path / STATE).read_text())

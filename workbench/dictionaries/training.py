@@ -450,14 +450,6 @@ def _check_widths(sae: TrainingSAE, source: ActivationSource) -> None:
                          f"(W_dec is {tuple(sae.W_dec.shape)})")
 
 
-def _optimizer_state_to_params(opt: torch.optim.Optimizer) -> None:
-    """Move restored optimiser state (loaded on CPU) to each parameter's device (fused Adam needs it there)."""
-    for p, state in opt.state.items():
-        for k, v in state.items():
-            if isinstance(v, Tensor):
-                state[k] = v.to(p.device)
-
-
 def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: DictionaryTrainConfig,
                      checkpoint_dir: str | Path | None = None, progress: bool = True,
                      max_steps: int | None = None) -> TrainResult:
@@ -480,7 +472,6 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and has_checkpoint(ckpt):
         state = {"resamples": []} | load_checkpoint(ckpt, sae, opt)
-        _optimizer_state_to_params(opt)
         steps_since_fired = torch.tensor(state["steps_since_fired"], device=device)
     else:  # a fresh run: measure the input scale once (a resumed run restores it) and start from unit-norm
         # decoder rows (renormalising on resume would perturb the restored weights' last bits)
