@@ -28,7 +28,8 @@ def test_ica_recovers_independent_sparse_sources():
     assert torch.allclose(ica(x), x, atol=1e-2)
 
 
-def test_neuron_basis_is_the_identity():
-    x = torch.randn(10, 5)
+def test_neuron_basis_reads_each_dimension_centred_and_reconstructs_exactly():
+    x = torch.randn(10, 5) + 3.0
     n = baselines.neuron_basis(x)
-    assert torch.equal(n.encode(x), x) and torch.equal(n(x), x)
+    assert torch.allclose(n.encode(x), x - x.mean(0)) and torch.allclose(n(x), x)
+    assert torch.allclose(n.encode(x).mean(0), torch.zeros(5), atol=1e-6)

@@ -104,6 +104,28 @@ class World:
     gt_eval: list[greater_than.GreaterThanPrompt]
     topic_eval: list[topics.TopicPassage]
 
+    def held_out(self) -> dict:
+        """What the model never reads in training, for the model's ``metadata.json`` and notebook 02: the unseen
+        QA templates per relation, the IOI names and templates held out of IOI text (and the held-out names
+        dropped from evaluation because no training text contains them), and the greater-than nouns."""
+        first_names = self.vocab.words["first"]
+        _, split_off = ioi.split_names(first_names, self.config.ioi_heldout_fraction, seed=self.config.seed)
+        return {
+            "qa_unseen_templates": {r: t[biographies.N_TRAIN_TEMPLATES:]
+                                    for r, t in biographies.QA_TEMPLATES.items()},
+            "qa_training_template_prompts": "for each (person, relation), one of the two training templates is in "
+                                            "the corpus and the other is held out: evaluation asks with that one",
+            "ioi_names": {
+                "held_out_of_ioi_text": self.ioi_heldout_names,
+                "note": "seen in biographies, not in IOI text",
+                "excluded_from_evaluation": sorted(set(split_off) - set(self.ioi_heldout_names)),
+                "why_excluded": "these held-out first names occur in no training text at all (no biography uses "
+                                "them): their embeddings are untrained, which no copying mechanism can read",
+            },
+            "ioi_templates_held_out_of_training": list(ioi.HELDOUT_TEMPLATES),
+            "greater_than_nouns_held_out": self.gt_heldout_nouns,
+        }
+
     def qa_split(self, split: str) -> list[biographies.QAExample]:
         splits = {"corpus", "heldout_train_template", "unseen_template"}
         if split not in splits:

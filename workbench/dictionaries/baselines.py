@@ -74,6 +74,7 @@ def random_directions(acts: Float[Tensor, "n d_in"], n_components: int, seed: in
 
 
 def neuron_basis(acts: Float[Tensor, "n d_in"]) -> LinearDictionary:
-    """The standard basis: each neuron (or residual dimension) is a feature."""
+    """The standard basis, centred: each neuron (or residual dimension) minus its mean is a feature (as PCA's and
+    ICA's directions read centred activations, so all the signed baselines are alike)."""
     d = acts.shape[1]
-    return LinearDictionary(torch.eye(d), torch.eye(d), torch.zeros(d), "neurons")
+    return LinearDictionary(torch.eye(d), torch.eye(d), acts.float().mean(0), "neurons")
