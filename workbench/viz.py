@@ -166,45 +166,356 @@ def plot_feature_density(points: dict):
     return fig
 
 
-BASELINE_STYLES = {"PCA": {"linestyle": ":", "marker": "s", "markersize": 9, "markerfacecolor": "none", "zorder": 4},
-                   "ICA": {"linestyle": "--", "marker": "x", "markersize": 6, "zorder": 3}}
-"""How each baseline is drawn on a frontier: PCA and ICA of k components span the same subspace, so their
-reconstructions (and lines) coincide; PCA's hollow squares on a dotted line are drawn over ICA's crosses."""
+BASELINE_STYLES = {"PCA": {"linestyle": "--", "marker": "", "linewidth": 2.5, "color": "0.6", "zorder": 2},
+                   "ICA": {"linestyle": "none", "marker": "x", "markersize": 9, "markeredgewidth": 2, "color": "k",
+                           "zorder": 4}}
+"""How each baseline is drawn on a frontier. PCA and ICA of k components span the same subspace, so they reconstruct
+exactly as well and their points coincide: PCA is a thick grey dashed line, ICA black crosses on it."""
+BASELINE_LABELS = {"ICA": "ICA (ICA = PCA span: same points)"}
+"""Legend labels of baselines whose name alone would not say why they sit where they do."""
+FRONTIER_PANELS = (("explained_variance", "Sparsity vs reconstruction", "explained variance"),
+                   ("ce_loss_recovered_mean", "Sparsity vs faithfulness when spliced in",
+                    "CE loss recovered (vs mean ablation)"))
+"""The frontier figure's panels: the measure on the y axis, the title, the y label."""
+
+
+def _mean_over_seeds(points: list, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean L0 and mean ``key`` over the seeds of each setting, sorted by L0 (a point without ``key`` is left out)."""
+    groups: dict[str, list] = {}
+    for p in points:
+        if key in p.metrics:
+            groups.setdefault(repr(sorted(p.setting.items())), []).append(p)
+    means = sorted((np.mean([p.metrics["l0"] for p in ps]), np.mean([p.metrics[key] for p in ps]))
+                   for ps in groups.values())
+    return np.array([m[0] for m in means]), np.array([m[1] for m in means])
 
 
 def plot_frontiers(points: list, baselines: list = (), highlight: list = (), highlight_label: str = "highlighted"):
-    """L0 against explained variance and against CE loss recovered, one line per architecture; baselines dashed or
-    dotted with their own markers (see ``BASELINE_STYLES``), and ``highlight`` points (e.g. the saved dictionaries)
-    as stars on top, in their architecture's colour, labelled ``highlight_label``."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    """L0 (log scale) against explained variance and against CE loss recovered, one panel each.
+
+    Each architecture is a line through the mean over seeds of each setting (mean L0, mean measure), with every
+    seed's own point drawn faintly around it when there are several seeds. Baselines are drawn apart (see
+    ``BASELINE_STYLES``): PCA as a line and ICA, which spans the same subspace and so lands on the same points, as
+    crosses on it, with a note in the legend. ``highlight`` points (e.g. the saved dictionaries) are stars on top, in
+    their architecture's colour, labelled ``highlight_label``."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     groups: dict[str, list] = {}
     for p in points:
         groups.setdefault(p.architecture, []).append(p)
     baseline_groups: dict[str, list] = {}
     for p in baselines:
         baseline_groups.setdefault(p.architecture, []).append(p)
+    several_seeds = any(len({p.seed for p in ps}) > 1 for ps in groups.values())
     colors: dict[str, str] = {}
-    for arch, ps in [*groups.items(), *sorted(baseline_groups.items(), key=lambda kv: kv[0] == "PCA")]:
-        ps = sorted(ps, key=lambda p: p.metrics["l0"])
-        style = BASELINE_STYLES.get(arch, {"linestyle": "--", "marker": "d"}) if arch in baseline_groups and \
-            arch not in groups else {"linestyle": "-", "marker": "o"}
-        for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
-            if all(key in p.metrics for p in ps):
-                (line,) = ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps], label=arch,
-                                  color=colors.get(arch), **style)
-                colors[arch] = line.get_color()
-    for i, p in enumerate(highlight):
-        for ax, key in zip(axes, ["explained_variance", "ce_loss_recovered_mean"], strict=True):
-            if key in p.metrics:
-                ax.plot(p.metrics["l0"], p.metrics[key], marker="*", markersize=15, linestyle="none",
-                        color=colors.get(p.architecture, "k"), markeredgecolor="k", zorder=5,
-                        label=highlight_label if i == 0 else None)
-    axes[0].set(title="Sparsity vs reconstruction", xlabel="L0 (active codes per token, log)", ylabel="explained variance",
-                xscale="log")
-    axes[1].set(title="Sparsity vs faithfulness when spliced in", xlabel="L0 (active codes per token, log)",
-                ylabel="CE loss recovered (vs mean ablation)", xscale="log")
+    for ax, (key, title, ylabel) in zip(axes, FRONTIER_PANELS, strict=True):
+        for arch, ps in groups.items():
+            l0, value = _mean_over_seeds(ps, key)
+            if not len(l0):
+                continue
+            n_seeds = len({p.seed for p in ps})
+            label = arch if n_seeds == 1 else f"{arch} (mean of {n_seeds} seeds)"
+            (line,) = ax.plot(l0, value, linestyle="-", marker="o", markersize=4, label=label, color=colors.get(arch),
+                              zorder=3)
+            colors[arch] = line.get_color()
+            if n_seeds > 1:
+                seeded = [p for p in ps if key in p.metrics]
+                ax.plot([p.metrics["l0"] for p in seeded], [p.metrics[key] for p in seeded], linestyle="none",
+                        marker="o", markersize=3, alpha=0.3, color=colors[arch], zorder=2)
+        for arch, ps in sorted(baseline_groups.items(), key=lambda kv: kv[0] != "PCA"):  # PCA first, ICA over it
+            ps = sorted((p for p in ps if key in p.metrics), key=lambda p: p.metrics["l0"])
+            if ps:
+                style = BASELINE_STYLES.get(arch, {"linestyle": ":", "marker": "d", "color": "0.3"})
+                ax.plot([p.metrics["l0"] for p in ps], [p.metrics[key] for p in ps],
+                        label=BASELINE_LABELS.get(arch, arch), **style)
+        starred = [p for p in highlight if key in p.metrics]
+        for i, p in enumerate(starred):
+            ax.plot(p.metrics["l0"], p.metrics[key], marker="*", markersize=15, linestyle="none",
+                    color=colors.get(p.architecture, "k"), markeredgecolor="k", zorder=5,
+                    label=highlight_label if i == 0 else None)
+        if several_seeds:
+            ax.plot([], [], linestyle="none", marker="o", markersize=3, alpha=0.3, color="0.3",
+                    label="faint: each seed's run")
+        ax.set(title=title, xlabel="L0 (active codes per token, log scale)", ylabel=ylabel, xscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- transcoder circuits (notebook 06) ---
+
+
+def plot_attribution_graph(graph, pruned, title: str = "Attribution graph", max_edges: int = 80) -> plt.Figure:
+    """A pruned attribution graph (``workbench.analysis.circuits``): layers as rows (embeddings at the bottom, the
+    target on top, each layer's transcoder errors as squares just above its features), positions as columns (nodes
+    of one layer and position side by side), edge width by |attribution| (blue positive, red negative); at most
+    ``max_edges`` of the kept edges, the largest."""
+    from workbench.analysis.circuits import NodeKind
+
+    nodes = [n for n in pruned.node_mask.nonzero()[:, 0].tolist() if graph.kind(n) != NodeKind.BIAS]
+    cells: dict[tuple[float, int], list[int]] = {}
+    for n in nodes:
+        layer, pos = graph.layer_pos(n)
+        y = layer + (0.3 if graph.kind(n) == NodeKind.ERROR else 0.0)
+        cells.setdefault((y, pos), []).append(n)
+    xy = {}
+    for (y, pos), members in cells.items():
+        for i, n in enumerate(members):
+            xy[n] = (pos + (i - (len(members) - 1) / 2) * min(0.7 / max(len(members), 1), 0.25), y)
+    fig, ax = plt.subplots(figsize=(min(3 + 0.9 * graph.n_pos, 16), 1.2 * (graph.n_layers + 2) + 1))
+    edges = pruned.edge_mask.nonzero().tolist()
+    edges = [(t, s) for t, s in edges if t in xy and s in xy]
+    values = np.array([float(graph.adjacency[t, s]) for t, s in edges])
+    order = np.argsort(-np.abs(values))[:max_edges] if len(values) else []
+    top = np.abs(values).max() if len(values) else 1.0
+    for i in order:
+        (t, s), v = edges[i], values[i]
+        ax.plot([xy[s][0], xy[t][0]], [xy[s][1], xy[t][1]], color="tab:blue" if v > 0 else "tab:red",
+                lw=0.4 + 4 * abs(v) / top, alpha=0.55, zorder=1)
+    style = {NodeKind.FEATURE: ("o", "tab:orange"), NodeKind.ERROR: ("s", "0.6"), NodeKind.EMBEDDING: ("D", "tab:green"),
+             NodeKind.TARGET: ("*", "tab:purple")}
+    for kind, (marker, color) in style.items():
+        pts = [xy[n] for n in nodes if graph.kind(n) == kind]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), marker=marker, s=160 if kind == NodeKind.TARGET else 45, color=color,
+                       edgecolor="k", linewidth=0.5, zorder=2, label=kind.name.lower())
+    for n in nodes:
+        if graph.kind(n) == NodeKind.FEATURE:
+            ax.annotate(f"{int(graph.features[n, 2])}", xy[n], fontsize=6, ha="center", va="bottom",
+                        xytext=(0, 4), textcoords="offset points")
+    ticks = [f"{p}\n{graph.token_strings[p]!r}" if graph.token_strings else str(p) for p in range(graph.n_pos)]
+    ax.set_xticks(range(graph.n_pos), ticks, fontsize=7)
+    ax.set_yticks(range(-1, graph.n_layers + 1), ["emb", *[f"L{layer}" for layer in range(graph.n_layers)], "target"])
+    ax.set(title=title, xlabel="position (token)", ylabel="layer", xlim=(-0.6, graph.n_pos - 0.4))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prob_diff_curves(yy: Sequence[int], curves: dict, title: str = "Greater-than prob diff over the start year"
+                          ) -> plt.Figure:
+    """Hanna et al.'s probability difference per start year YY, one line per run (model, replacement model, ...)."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for name, values in curves.items():
+        values = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=float)
+        ax.plot(list(yy), values, label=f"{name} (mean {values.mean():.2f})", lw=1.5)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(title=title, xlabel="start year YY", ylabel="prob diff (later - earlier years)", ylim=(-1.05, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_transcoder_vs_sae(points: Sequence[dict], layer: int) -> plt.Figure:
+    """Transcoders against SAEs on the MLP output at one layer: L0 against explained variance of the MLP output, and
+    against CE loss recovered when spliced in (``points``: dicts with ``kind``, ``l0``, ``explained_variance``,
+    ``ce_loss_recovered_zero``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for kind, marker in (("transcoder", "o"), ("sae", "s")):
+        ps = sorted((p for p in points if p["kind"] == kind and p["l0"] > 0), key=lambda p: p["l0"])
+        if not ps:
+            continue
+        label = "transcoder (reads the MLP input)" if kind == "transcoder" else "SAE on the MLP output"
+        for ax, key in zip(axes, ("explained_variance", "ce_loss_recovered_zero"), strict=True):
+            ax.plot([p["l0"] for p in ps], [p[key] for p in ps], marker=marker, label=label)
+    axes[0].set(title=f"Layer {layer}: sparsity vs reconstruction of the MLP output", xlabel="L0 (log)",
+                ylabel="explained variance", xscale="log")
+    axes[1].set(title=f"Layer {layer}: faithfulness when spliced in", xlabel="L0 (log)",
+                ylabel="CE loss recovered (vs zero-ablating the MLP)", xscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- IOI feature patching (notebook 05) ---
+
+
+def heatmap_row(matrices: dict, xlabel: str, ylabel: str, cbar_label: str = "", symmetric: bool = True,
+                **imshow_kwargs) -> plt.Figure:
+    """Heat maps side by side, one per ``{title: [rows, cols]}`` entry, on one colour scale (centred on 0 when
+    ``symmetric``), e.g. head patching at every position, at the final position and at S2."""
+    arrays = {t: np.asarray(torch.as_tensor(m).detach().float().cpu()) for t, m in matrices.items()}
+    limit = max(float(np.abs(a).max()) for a in arrays.values()) or 1.0
+    kwargs = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if symmetric else {}
+    fig, axes = plt.subplots(1, len(arrays), figsize=(4.6 * len(arrays), 3.8), squeeze=False)
+    for ax, (title, a) in zip(axes[0], arrays.items(), strict=True):
+        heatmap(a, title=title, xlabel=xlabel, ylabel=ylabel, cbar_label=cbar_label, ax=ax, **(kwargs | imshow_kwargs))
+    fig.tight_layout()
+    return fig
+
+
+def plot_patching_frontiers(results: Sequence, kl_target: float | None = None, title: str = "") -> plt.Figure:
+    """Cunningham et al.'s two views of a greedy feature-patching search, one line per method: KL to the
+    counterfactual run against the number of features patched, and against the edit magnitude. Each result has a
+    ``name``, ``points() -> (n_features, kl, edit_magnitude)`` and ``kl_clean`` (KL with nothing patched); SAEs are
+    solid lines, baselines dashed. The dotted line marks ``kl_target``."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    for r in results:
+        n, kl, edit = r.points()
+        style = {"linestyle": "-", "marker": "o"} if r.name.startswith("SAE") else {"linestyle": "--", "marker": "s"}
+        (line,) = axes[0].plot(n, kl, label=r.name, markersize=3, **style)
+        axes[1].plot(edit, kl, label=r.name, markersize=3, color=line.get_color(), **style)
+    clean = max((r.kl_clean for r in results), default=None)
+    for ax in axes:
+        if kl_target is not None:
+            ax.axhline(kl_target, color="grey", linestyle=":", linewidth=1, label="half the clean run's KL")
+        if clean is not None:
+            ax.axhline(clean, color="black", linestyle="-", linewidth=0.6, label="nothing patched")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("symlog", linthresh=1)
+    axes[0].set(title=f"{title}KL vs features patched", xlabel="features patched (symlog)",
+                ylabel="KL(counterfactual || patched), final position")
+    axes[1].set(title=f"{title}KL vs edit magnitude", xlabel="edit magnitude: mean ||x_clean - x_patched||",
+                ylabel="KL(counterfactual || patched), final position")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- concept alignment (notebook 04): workbench.analysis.alignment ---
+
+
+def plot_confusion_pair(confusions: dict, labels: Sequence[str], xlabel: str = "argmax slot",
+                        ylabel: str = "concept asked") -> plt.Figure:
+    """Confusion matrices side by side (``C[true, argmax slot]``, rows sum to 1), each titled with its diagonal
+    accuracy."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(5.4 * len(confusions), 4.6), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], confusions.items(), strict=True):
+        m = np.asarray(matrix, dtype=float)
+        heatmap(m, title=f"{name}: diagonal accuracy {np.mean(np.diag(m)):.2f}", xlabel=xlabel, ylabel=ylabel,
+                xticklabels=labels, yticklabels=labels, cbar_label="share of the concept's prompts", ax=ax,
+                vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(m):
+            if v >= 0.05:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v > 0.6 else "k")
+    fig.tight_layout()
+    return fig
+
+
+def plot_fragmentation(per_dictionary: dict, concepts: Sequence[str]) -> plt.Figure:
+    """EffFeat (log scale) and Top1Conc per concept, one bar group per dictionary; ``per_dictionary`` maps a name to
+    a report summary with ``efffeat_per_concept`` and ``top1conc_per_concept``."""
+    fig, (ax_eff, ax_top) = plt.subplots(1, 2, figsize=(12, 4))
+    x = np.arange(len(concepts))
+    width = 0.8 / max(1, len(per_dictionary))
+    for i, (name, s) in enumerate(per_dictionary.items()):
+        offset = (i - (len(per_dictionary) - 1) / 2) * width
+        ax_eff.bar(x + offset, s["efffeat_per_concept"], width=width, label=f"{name} (mean {s['efffeat']:.1f})")
+        ax_top.bar(x + offset, s["top1conc_per_concept"], width=width, label=f"{name} (mean {s['top1conc']:.2f})")
+    ax_eff.set(title="EffFeat: features sharing a concept's mass (1 = one)", xlabel="concept",
+               ylabel="EffFeat (perplexity of the mass, log)", yscale="log")
+    ax_top.set(title="Top1Conc: the largest feature's share of the mass", xlabel="concept", ylabel="Top1Conc",
+               ylim=(0, 1.05))
+    for ax in (ax_eff, ax_top):
+        ax.set_xticks(x, concepts, rotation=20)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+SWAP_COLORS = {"latent_decode": "tab:blue", "decoder_column": "tab:orange"}
+
+
+def plot_swap_success(summary: dict, paper: dict | None = None) -> plt.Figure:
+    """Concept-swap success against alpha for each intervention, strict (solid) and lenient (dashed), and the
+    answer-type rate among failures; ``summary`` is ``SwapResults.summary()``, ``paper`` optional points
+    ``{"success": {alpha: value}, "answer_type_on_failure": {alpha: value}}`` drawn as black stars."""
+    fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(12, 4))
+    for mode, by_alpha in summary["strict"].items():
+        alphas = [float(a) for a in by_alpha]
+        color = SWAP_COLORS.get(mode)
+        ax_s.plot(alphas, [by_alpha[a] for a in by_alpha], "o-", color=color, label=f"{mode}, strict")
+        ax_s.plot(alphas, [summary["lenient"][mode][a] for a in by_alpha], "s--", color=color,
+                  label=f"{mode}, lenient")
+        types = [summary["answer_type_on_failure"][mode][a] for a in by_alpha]
+        ax_t.plot(alphas, [np.nan if t is None else t for t in types], "o-", color=color, label=mode)
+    for ax, key in ((ax_s, "success"), (ax_t, "answer_type_on_failure")):
+        points = (paper or {}).get(key, {})
+        if points:
+            ax.plot([float(a) for a in points], list(points.values()), "k*", markersize=12, label="paper")
+    ax_s.set(title="Concept swaps: the answer becomes the target relation's", xlabel="alpha (log)",
+             ylabel="success rate", xscale="log", ylim=(-0.02, 1.02))
+    ax_t.set(title="Failed swaps: answer of the target relation's type", xlabel="alpha (log)",
+             ylabel="share of failures", xscale="log", ylim=(-0.02, 1.02))
+    for ax in (ax_s, ax_t):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_concept_horizon(per_layer: dict, chance: float, paper: dict | None = None) -> plt.Figure:
+    """Per residual position: diagonal accuracy, unseen-template slot accuracy, strict swap success at alpha 2 per
+    intervention, and explained variance; ``paper`` optional ``{name: (position, value)}`` points as stars."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    x = np.arange(len(per_layer["diag_accuracy"]))
+    series = [("diag_accuracy", "diagonal accuracy", "o-"),
+              ("unseen_template_slot_accuracy", "unseen-template slot accuracy", "s-"),
+              ("swap_strict_alpha2_latent_decode", "swap success, alpha 2, latent decode (strict)", "^-"),
+              ("swap_strict_alpha2_decoder_column", "swap success, alpha 2, decoder column (strict)", "v-"),
+              ("explained_variance", "explained variance (held-out prompts)", "k--")]
+    for key, label, style in series:
+        if key in per_layer:
+            ax.plot(x, [np.nan if v is None else v for v in per_layer[key]], style, label=label)
+    ax.axhline(chance, color="grey", lw=0.8, ls=":", label=f"chance (1/{round(1 / chance)})")
+    markers = iter("*PXD")
+    for name, (pos, value) in (paper or {}).items():
+        ax.plot(pos, value, next(markers, "*"), color="k", markersize=10, linestyle="none", label=f"paper: {name}")
+    ax.set_xticks(x, [str(i) for i in x])
+    ax.set(title="The concept horizon: where relations bind and swap", xlabel="residual position (input of block l; "
+           "last = final output)", ylabel="rate", ylim=(-0.02, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+# --- steering (notebook 07): input vs output scores, harmonic mean vs factor ---
+
+
+def plot_input_output_scores(scores: dict, high_output: float = 0.01, floor: float = 1e-6):
+    """Input score against output score of every scored feature, one panel per layer (``scores``:
+    ``{layer: (input_scores, output_scores)}``, arrays over features, nan where not scored). Output scores are
+    drawn on a log axis (values below ``floor`` at the floor); the dotted line marks ``high_output``."""
+    layers = sorted(scores)
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.8), sharey=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        inp, out = (np.asarray(a, dtype=float) for a in scores[layer])
+        ok = np.isfinite(inp) & np.isfinite(out)
+        share = float(np.mean(out[np.isfinite(out)] >= high_output)) if np.isfinite(out).any() else float("nan")
+        ax.scatter(inp[ok], np.maximum(out[ok], floor), s=6, alpha=0.4)
+        ax.axhline(high_output, color="k", ls=":", lw=1)
+        ax.set(title=f"layer {layer}: {share:.1%} of features with output score >= {high_output:g}",
+               xlabel="input score", ylabel="output score (log)", yscale="log", xlim=(-0.03, 1.03))
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Input vs output scores of SAE features (features with fewer than 10 active examples left out)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_factor_curves(curves: dict, names: dict | None = None):
+    """Mean harmonic score on the validation prompts against the steering factor, one line per method, one panel per
+    layer (``curves``: ``{method: {layer: {factor: score}}}``; methods without layers are skipped)."""
+    layers = sorted({layer for by_layer in curves.values() for layer in by_layer if layer >= 0})
+    fig, axes = plt.subplots(1, max(len(layers), 1), figsize=(4.5 * max(len(layers), 1), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=False):
+        for method, by_layer in curves.items():
+            if layer in by_layer:
+                xs = sorted(by_layer[layer])
+                ax.plot(xs, [by_layer[layer][x] for x in xs], marker="o", ms=3,
+                        label=(names or {}).get(method, method))
+        ax.set(title=f"layer {layer}", xlabel="steering factor (log)", ylabel="mean harmonic score (0-2)",
+               xscale="log")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Harmonic mean of concept, instruction and fluency vs steering factor (validation prompts)")
     fig.tight_layout()
     return fig

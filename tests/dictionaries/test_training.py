@@ -15,6 +15,7 @@ from workbench.dictionaries.training import (
     Stage,
     TensorSource,
     coefficient_at,
+    resample_pool,
     stage_at,
     train_dictionary,
 )
@@ -75,12 +76,14 @@ def test_resume_equals_an_uninterrupted_run(arch, tmp_path):
         assert torch.equal(pa, pb), f"{name} differs after resume"
 
 
-def test_resume_after_a_resample_draws_the_same_resamples(tmp_path):
+@pytest.mark.parametrize("pool", [1, 16])
+def test_resume_after_a_resample_draws_the_same_resamples(pool, tmp_path):
     """Stopped at step 25, after the resamples of steps 10 and 20, and resumed: the resamples of steps 30 and 40
-    must draw what the uninterrupted run draws (a generator seeded once at (re)start would not)."""
+    must draw what the uninterrupted run draws (a generator seeded once at (re)start would not), from the same pool
+    of batches (read again from the source)."""
     acts, _ = planted(n=4000)
     cfg = dataclasses.replace(CFG, n_steps=40, batch_size=256, checkpoint_every=10, resample_every=10, dead_window=5,
-                              resample_until_fraction=1.0)
+                              resample_until_fraction=1.0, resample_pool_batches=pool)
     torch.manual_seed(1)
     a = make_training_sae("topk", d_in=32, d_sae=128, k=2)  # k=2 of 128: many features stay dead
     torch.manual_seed(1)
@@ -118,6 +121,51 @@ def test_resampling_revives_dead_features():
         no_resample.b_enc[:32] = -100.0
     dead = train_dictionary(no_resample, TensorSource(acts), dataclasses.replace(cfg, resample_every=0), progress=False)
     assert dead.dead_fraction >= 0.5
+
+
+def test_the_resample_pool_reads_the_last_batches_again_with_the_saes_predictions_now():
+    acts = torch.randn(1000, 8, generator=torch.Generator().manual_seed(0))
+    source = TensorSource(acts, targets=acts[:, :4] * 3, seed=2)
+    sae = make_training_sae("transcoder", d_in=8, d_sae=16, d_out=4)
+    pool = resample_pool(sae, source, step=5, batch_size=100, n_batches=3, scale=2.0)
+    batches = [source.batch(s, 100) for s in (3, 4, 5)]  # steps 3, 4 and 5
+    assert torch.equal(pool.inputs, 2.0 * torch.cat([b.inputs for b in batches]))
+    assert torch.equal(pool.targets, 2.0 * torch.cat([b.targets for b in batches]))  # a transcoder's targets
+    with torch.no_grad():
+        assert torch.allclose(pool.prediction, sae.decode(sae.encode(pool.inputs)))
+    early = resample_pool(sae, source, step=1, batch_size=100, n_batches=3, scale=1.0)
+    assert torch.equal(early.inputs, torch.cat([source.batch(0, 100).inputs, source.batch(1, 100).inputs]))
+    plain = resample_pool(make_training_sae("standard", d_in=8, d_sae=16), TensorSource(acts), 0, 100, 1, 1.0)
+    assert torch.equal(plain.targets, plain.inputs) and len(plain.inputs) == 100  # an SAE predicts its inputs
+
+
+def rare_directions(n=16_000, d=16, n_common=4, n_rare=48, p_rare=0.1, seed=0):
+    """Every row is one of ``n_common`` directions; one row in ten adds a strong one of ``n_rare`` others, so a batch
+    of 64 holds about six rare rows, of a few of the rare directions."""
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(n_common + n_rare, d, generator=g), dim=-1)
+    x = directions[torch.randint(0, n_common, (n,), generator=g)] * (1 + torch.rand(n, 1, generator=g))
+    rare = torch.rand(n, generator=g) < p_rare
+    x[rare] += 3 * directions[n_common + torch.randint(0, n_rare, (int(rare.sum()),), generator=g)]
+    return x
+
+
+def test_a_pool_of_batches_leaves_fewer_features_dead_than_the_current_batch():
+    """Resampled from one batch, most dead TopK features restart on rows the live features already reconstruct and
+    die again; from a pool of 16 batches, they land on rare directions nobody reconstructs, and fire on them."""
+    from workbench.dictionaries import metrics
+
+    acts = rare_directions()
+    never_fire = {}
+    for pool in (1, 16):
+        torch.manual_seed(0)
+        sae = make_training_sae("topk", d_in=16, d_sae=64, k=2)
+        cfg = DictionaryTrainConfig(n_steps=300, batch_size=64, lr=3e-3, log_every=100, dead_window=20,
+                                    resample_every=50, resample_until_fraction=0.7, resample_pool_batches=pool,
+                                    resample_encoder_scale=1.0)
+        train_dictionary(sae, TensorSource(acts, seed=1), cfg, progress=False)
+        never_fire[pool] = int((metrics.feature_density(sae, acts) == 0).sum())
+    assert never_fire[16] < 0.7 * never_fire[1], f"features that never fire, by pool size: {never_fire}"
 
 
 def test_schedules_and_stages():
@@ -255,6 +303,7 @@ BAD_CONFIGS = [
     ({"resample_every": -10}, r"resample_every must be >= 0, got -10"),
     ({"resample_every": 5, "dead_window": 500}, r"resample_every=5 is too short for dead_window=500"),
     ({"resample_until_fraction": 1.5}, r"resample_until_fraction must be in \[0, 1\], got 1.5"),
+    ({"resample_pool_batches": 0}, r"resample_pool_batches must be >= 1, got 0"),
     ({"resample_encoder_scale": 0.0}, r"resample_encoder_scale must be a finite number > 0, got 0.0"),
     ({"resample_encoder_scale": -0.2}, r"resample_encoder_scale must be a finite number > 0, got -0.2"),
     ({"log_every": 0}, r"log_every must be >= 1, got 0"),

@@ -17,7 +17,13 @@ from sae_lens import SAE
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from sae_lens.saes.sae import TrainingSAE
 
-from workbench.dictionaries import gated_paper, sparse_topk, tied, transcoder  # noqa: F401  (register our architectures)
+from workbench.dictionaries import (  # noqa: F401  (register our architectures)
+    gated_paper,
+    sparse_relu,
+    sparse_topk,
+    tied,
+    transcoder,
+)
 from workbench.hooks import check_hook_name
 from workbench.models import default_device, model_name_of
 

@@ -85,6 +85,10 @@ class DictionaryTrainConfig:
     """Resample dead features every this many steps (0: never); Anthropic-style, from badly reconstructed inputs."""
     resample_until_fraction: float = 0.6
     """No resampling after this fraction of training (so features can settle)."""
+    resample_pool_batches: int = 16
+    """How many batches a resampling draws its rows from: those of the last this many steps (the current one
+    included; fewer in the first steps), read again from the source and predicted by the SAE as it is then. A pool
+    of many batches holds enough rare, badly reconstructed inputs for every dead feature (1: the current batch)."""
     resample_encoder_scale: float = 0.2
     """A resampled feature's encoder norm, relative to the mean alive one: 0.2 for L1 SAEs (Anthropic's), 1 for
     TopK, where a feature must out-compete the alive ones to fire at all."""
@@ -104,7 +108,7 @@ class DictionaryTrainConfig:
     """Seeds resampling: each resample draws from a generator seeded by ``(seed, step)`` alone."""
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "batch_size", "log_every", "checkpoint_every", "dead_window"):
+        for name in ("n_steps", "batch_size", "log_every", "checkpoint_every", "dead_window", "resample_pool_batches"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), ">= 1")
         for name in ("lr_warmup_steps", "resample_every"):
@@ -400,6 +404,33 @@ def resample_generator(seed: int, step: int, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(seed * 2**32 + step)
 
 
+class ResamplePool(NamedTuple):
+    """The rows a resampling draws from, scaled as training scales them."""
+
+    inputs: Float[Tensor, "pool d_in"]
+    targets: Float[Tensor, "pool d_out"]
+    """What the SAE should predict: its inputs, or a transcoder's targets."""
+    prediction: Float[Tensor, "pool d_out"]
+    """The SAE's prediction of each row at the resampling step."""
+
+
+@torch.no_grad()
+def resample_pool(sae: TrainingSAE, source: ActivationSource, step: int, batch_size: int, n_batches: int,
+                  scale: float) -> ResamplePool:
+    """The batches of steps ``step - n_batches + 1 .. step`` (from step 0 at the start) read again from ``source``,
+    scaled by ``scale``, with ``sae``'s predictions of them now (``decode(encode(x))``, a batch at a time). A
+    function of the source, the step and the SAE's weights, so a resumed run draws the same pool."""
+    device = sae.W_dec.device
+    inputs, targets, predictions = [], [], []
+    for s in range(max(0, step - n_batches + 1), step + 1):
+        batch = source.batch(s, batch_size).to(device)
+        x = batch.inputs * scale
+        inputs.append(x)
+        targets.append(x if batch.targets is None else batch.targets * scale)
+        predictions.append(sae.decode(sae.encode(x)).float())
+    return ResamplePool(torch.cat(inputs), torch.cat(targets), torch.cat(predictions))
+
+
 @torch.no_grad()
 def resample_dead(sae: TrainingSAE, opt: torch.optim.Optimizer, dead: Tensor, inputs: Float[Tensor, "batch d_in"],
                   targets: Float[Tensor, "batch d_out"], prediction: Float[Tensor, "batch d_out"],
@@ -521,8 +552,11 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
         if (cfg.resample_every and (step + 1) % cfg.resample_every == 0
                 and step < cfg.resample_until_fraction * total):
             dead = steps_since_fired > cfg.dead_window
-            n = resample_dead(sae, opt, dead, x, out.sae_in.detach(), out.sae_out.detach(),
-                              resample_generator(cfg.seed, step, device), cfg.resample_encoder_scale)
+            n = 0
+            if dead.any():
+                pool = resample_pool(sae, source, step, cfg.batch_size, cfg.resample_pool_batches, scale)
+                n = resample_dead(sae, opt, dead, *pool, resample_generator(cfg.seed, step, device),
+                                  cfg.resample_encoder_scale)
             steps_since_fired[dead] = 0  # a fresh chance for the resampled; the rest keep their counts
             if n:
                 state["resamples"].append([step + 1, n])
