@@ -11,7 +11,8 @@ from sae_lens.saes.sae import TrainStepInput
 from workbench.dictionaries import load_dictionary, make_training_sae, save_dictionary
 from workbench.dictionaries.training import DictionaryStepInput
 
-TRAINABLE = ["standard", "standard_tied", "gated", "gated_paper", "topk", "topk_sparse", "batchtopk", "jumprelu"]
+TRAINABLE = ["standard", "standard_tied", "gated", "gated_paper", "topk", "topk_sparse", "batchtopk", "jumprelu",
+             "standard_sparse", "standard_tied_sparse", "gated_sparse", "gated_paper_sparse"]
 EXTRA = {"topk": {"k": 4}, "topk_sparse": {"k": 4}, "batchtopk": {"k": 4}}
 
 

@@ -111,3 +111,17 @@ def test_ce_loss_recovered_is_one_for_an_identity_and_zero_for_mean_ablation(tin
                                           mean, "mean")
     r = metrics.ce_loss_recovered(tiny_bridge, constant, hook, tokens, mean_activation=mean)
     assert abs(r["ce_loss_recovered_mean"]) < 1e-4
+
+
+def test_ce_loss_recovered_with_precomputed_reference_losses_matches_computing_them(tiny_bridge, smoke_world):
+    from workbench.datasets.corpus import token_sequences
+
+    tokens = token_sequences(smoke_world, tiny_bridge.tokenizer, 4, seq_len=24)
+    hook = hooks.resid_pre(1)
+    sae = baselines.pca(torch.randn(200, tiny_bridge.cfg.d_model), 4)  # a lossy dictionary: recovered strictly < 1
+    reference = metrics.reference_losses(tiny_bridge, hook, tokens)
+    direct = metrics.ce_loss_recovered(tiny_bridge, sae, hook, tokens)
+    reused = metrics.ce_loss_recovered(tiny_bridge, sae, hook, tokens, reference=reference)
+    assert direct.keys() == reused.keys()
+    assert all(abs(direct[k] - reused[k]) < 1e-6 for k in direct)
+    assert reference["ce_loss_zero_ablated"] > reference["ce_loss_clean"]

@@ -28,10 +28,11 @@ SPARSE, DENSE_CODES = 0.05, 0.5  # fractions of the rows each feature opens on
 
 
 def twins(arch: str, x: torch.Tensor, open_fraction: float, unit_decoder: bool = False,
-          sparse_step_below: float = SPARSE_STEP_BELOW, **cfg):
+          sparse_step_below: float | None = None, **cfg):
     """The dense class and ``arch`` with identical, perturbed weights (decoder rows of unequal norms, so the
     L1 penalty's decoder-norm gradient matters, unless ``unit_decoder``, as the training loop keeps them) and
-    gate biases at which each feature opens on ``open_fraction`` of the rows of ``x``."""
+    gate biases at which each feature opens on ``open_fraction`` of the rows of ``x``; ``sparse_step_below``
+    (for ``arch``) defaults to the architecture's own."""
     torch.manual_seed(0)
     dense = make_training_sae(DENSE[arch], D_IN, D_SAE, **cfg)
     with torch.no_grad():
@@ -41,7 +42,8 @@ def twins(arch: str, x: torch.Tensor, open_fraction: float, unit_decoder: bool =
             dense.W_dec.div_(dense.W_dec.norm(dim=-1, keepdim=True))
         W_enc = dense.W_dec.T if arch == "standard_tied_sparse" else dense.W_enc
         gate_bias(dense).copy_(-((x - dense.b_dec) @ W_enc).quantile(1 - open_fraction, dim=0))
-    sparse = make_training_sae(arch, D_IN, D_SAE, sparse_step_below=sparse_step_below, **cfg)
+    switch = {} if sparse_step_below is None else {"sparse_step_below": sparse_step_below}
+    sparse = make_training_sae(arch, D_IN, D_SAE, **switch, **cfg)
     sparse.load_state_dict(dense.state_dict())
     return dense, sparse
 

@@ -124,7 +124,8 @@ def _recovered(ablated: float, spliced: float, clean: float) -> float:
 
 @torch.no_grad()
 def ce_loss_recovered(model, dictionary: torch.nn.Module, hook_name: str, tokens: Int[Tensor, "batch pos"],
-                      mean_activation: Float[Tensor, " d"] | None = None, hook_out: str | None = None) -> dict[str, float]:
+                      mean_activation: Float[Tensor, " d"] | None = None, hook_out: str | None = None,
+                      reference: dict[str, float] | None = None) -> dict[str, float]:
     """Next-token loss with the dictionary's reconstruction in place of the activation (a splice without error
     term) at every non-BOS position, against the clean model and against zero- and mean-ablation there.
 
@@ -132,23 +133,38 @@ def ce_loss_recovered(model, dictionary: torch.nn.Module, hook_name: str, tokens
     ``blocks.{l}.mlp.hook_in`` -> ``blocks.{l}.hook_mlp_out``), where it writes. BOS positions are left alone:
     evaluation rows are packed documents with a BOS before each, whose activations no dictionary trained on.
     ``ce_loss_recovered_zero = (L_zero - L_spliced) / (L_zero - L_clean)``; likewise for the mean, which is
-    taken over the non-BOS positions of ``tokens`` unless given.
+    taken over the non-BOS positions of ``tokens`` unless given. ``reference``: the clean and ablated losses of
+    :func:`reference_losses` on the same tokens and write hook, so that measuring many dictionaries runs the model
+    once each instead of four times.
     """
     write_hook = hook_out or hook_name
     hooks.check_hook_name(model, write_hook)
     tokens = tokens.to(next(model.parameters()).device)
     not_bos = tokens != model.tokenizer.bos_token_id
-    if mean_activation is None:
-        _, cache = model.run_with_cache(tokens, names_filter=[write_hook])
-        mean_activation = cache[write_hook][not_bos].float().mean(0)
+    if reference is None:
+        reference = reference_losses(model, write_hook, tokens, mean_activation)
     splice = interventions.Splice(dictionary, hook_name, hook_out, use_error_term=False, positions=not_bos)
-    clean = _loss(model, tokens)
     with interventions.spliced(model, splice):
         spliced = _loss(model, tokens)
-    with interventions.patched(model, write_hook, torch.zeros_like(mean_activation), positions=not_bos):
-        zero = _loss(model, tokens)
-    with interventions.patched(model, write_hook, mean_activation, positions=not_bos):
-        mean = _loss(model, tokens)
-    return {"ce_loss_clean": clean, "ce_loss_spliced": spliced, "ce_loss_zero_ablated": zero,
-            "ce_loss_mean_ablated": mean, "ce_loss_recovered_zero": _recovered(zero, spliced, clean),
+    clean, zero, mean = (reference[k] for k in ("ce_loss_clean", "ce_loss_zero_ablated", "ce_loss_mean_ablated"))
+    return {**reference, "ce_loss_spliced": spliced, "ce_loss_recovered_zero": _recovered(zero, spliced, clean),
             "ce_loss_recovered_mean": _recovered(mean, spliced, clean)}
+
+
+@torch.no_grad()
+def reference_losses(model, hook_name: str, tokens: Int[Tensor, "batch pos"],
+                     mean_activation: Float[Tensor, " d"] | None = None) -> dict[str, float]:
+    """The losses :func:`ce_loss_recovered` measures a splice against: clean, and with ``hook_name`` zero- and
+    mean-ablated at every non-BOS position (the mean over those positions of ``tokens`` unless given)."""
+    hooks.check_hook_name(model, hook_name)
+    tokens = tokens.to(next(model.parameters()).device)
+    not_bos = tokens != model.tokenizer.bos_token_id
+    if mean_activation is None:
+        _, cache = model.run_with_cache(tokens, names_filter=[hook_name])
+        mean_activation = cache[hook_name][not_bos].float().mean(0)
+    clean = _loss(model, tokens)
+    with interventions.patched(model, hook_name, torch.zeros_like(mean_activation), positions=not_bos):
+        zero = _loss(model, tokens)
+    with interventions.patched(model, hook_name, mean_activation, positions=not_bos):
+        mean = _loss(model, tokens)
+    return {"ce_loss_clean": clean, "ce_loss_zero_ablated": zero, "ce_loss_mean_ablated": mean}

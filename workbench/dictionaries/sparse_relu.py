@@ -1,20 +1,21 @@
 """ReLU-family SAEs (standard, tied, gated, paper gated) with a training step that touches only the active codes.
 
 After the first dense stretch of training (the L1 warm-up), only L0 ~ 5-100 of a token's d_sae codes are
-non-zero, yet a dense step costs six (gated: up to fifteen) ``batch x d_in x d_sae`` matmuls. Here only the
-encoder's forward matmul stays dense (every pre-activation is needed to know which codes are active); the
+non-zero, yet a dense step costs six (SAELens's gated: thirteen) ``batch x d_in x d_sae`` matmuls. Here only
+the encoder's forward matmul stays dense (every pre-activation is needed to know which codes are active); the
 active codes are kept as ``(row, feature, value)`` entries; the decoder reads their rows of ``W_dec``
-(``embedding_bag``); the backward pass gets the codes' gradients by sampled products (``sampled_addmm``)
-and scatters into the active columns of ``W_enc`` and rows of ``W_dec`` by sparse matmuls. The maths is
-SAELens's (or, for ``gated_paper``, ours), loss terms named as theirs; outputs, losses and every gradient
-agree with the dense classes (tested), including the exact gradient of the decoder norms in the L1 penalty.
-Each saves as SAELens's plain ``standard`` or ``gated``.
+(``embedding_bag``); the backward pass gets the codes' gradients by sampled products (``sampled_addmm``) and
+scatters into the active columns of ``W_enc`` and rows of ``W_dec`` by sparse matmuls. The maths is the dense
+class's (SAELens's, or ours for ``standard_tied`` and ``gated_paper``), loss terms named as there; outputs,
+losses and every gradient agree with the dense classes (tested), the decoder norms' gradient in the L1 penalty
+included. Each saves as SAELens's plain ``standard`` or ``gated``.
 
 Registered as ``standard_sparse``, ``standard_tied_sparse``, ``gated_sparse`` and ``gated_paper_sparse``.
 
 A step first counts the batch's active codes after the encoder matmul; when they are denser than
-``sparse_step_below`` (default :data:`SPARSE_STEP_BELOW`) it takes the dense class's own step instead
-(which recomputes the encoder matmul: one extra matmul while codes are dense, at the start of training).
+``sparse_step_below`` (default: the crossover measured on this machine, :data:`SPARSE_STEP_BELOW` = 15% and
+:data:`GATED_SPARSE_STEP_BELOW` = 20%) it takes the dense class's own step instead (which recomputes the encoder
+matmul: one extra matmul while codes are dense, at the start of training).
 Under ``torch.autocast`` the encoder matmul runs in the autocast dtype; everything sparse runs in fp32.
 """
 
@@ -37,13 +38,25 @@ from typing_extensions import override
 from workbench.dictionaries.gated_paper import GatedPaperTrainingSAE, GatedPaperTrainingSAEConfig
 from workbench.dictionaries.tied import TiedStandardTrainingSAE, TiedStandardTrainingSAEConfig
 
-# CSR tensors are used only for two products whose results are checked against the dense classes in the tests
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+SPARSE_STEP_BELOW = 0.15
+"""Fraction of non-zero codes below which a standard (or tied) SAE's step is sparse: the measured crossover of
+the sparse and dense steps. Forward + backward CPU seconds at batch 4096, fp32, one thread, on this repo's AMD
+EPYC (avx512) machine (``benchmarks/bench_dictionary_training.py --crossover``, 2026-11-27), dense SAELens
+``standard`` against ``standard_sparse``:
 
-SPARSE_STEP_BELOW = 0.1
-"""Default fraction of non-zero codes below which a step is sparse. Measured crossover (sparse step = dense
-step, forward + backward + Adam, fp32, batch 4096, 1 thread, this repo's 2-core AMD EPYC shared with another job;
-``benchmarks/bench_dictionary_training.py --crossover``): see ``CROSSOVER`` in that benchmark's results."""
+- d_in 256, d_sae 2048: dense 0.41 s; sparse 0.08 / 0.13 / 0.19 / 0.33 / 0.47 s at 0.5 / 5 / 10 / 20 / 30% of
+  codes non-zero: crossover 26%;
+- d_in 768, d_sae 24576: dense 10.9 s; sparse 2.4 / 5.5 / 8.1 / 15.1 / 25.2 s at the same densities: crossover 14%.
+
+At 0.5% (L0 123 of 24576) the sparse step is 4.5x faster (gated: 8x). Adam costs both paths the same and is
+left out."""
+
+GATED_SPARSE_STEP_BELOW = 0.2
+"""The same for the gated SAEs (SAELens ``gated`` against ``gated_sparse``; a dense gated step has ~13 matmuls):
+
+- d_in 256, d_sae 2048: dense 0.78 s; sparse 0.07 / 0.13 / 0.21 / 0.39 / 0.57 s at 0.5 / 5 / 10 / 20 / 30%:
+  no crossover up to 30%;
+- d_in 768, d_sae 24576: dense 22.7 s; sparse 2.7 / 7.2 / 13.3 / 26.1 / 35.6 s: crossover 17%."""
 
 
 class _Pattern(NamedTuple):
@@ -84,12 +97,17 @@ class _Pattern(NamedTuple):
 
     def by_row(self, values: Float[Tensor, " nnz"]) -> Tensor:
         """The sparse ``[batch, d_sae]`` CSR matrix of ``values``."""
-        return torch.sparse_csr_tensor(self.crow, self.feats, values, self.shape, check_invariants=False)
+        return _csr(self.crow, self.feats, values, self.shape)
 
     def transposed(self, values: Float[Tensor, " nnz"]) -> Tensor:
         """The sparse ``[d_sae, batch]`` CSR matrix of ``values``, transposed (faster than ``coo(values).t()``)."""
-        return torch.sparse_csr_tensor(self.ccol, self.rows_by_feature, values[self.by_feature], self.shape[::-1],
-                                       check_invariants=False)
+        return _csr(self.ccol, self.rows_by_feature, values[self.by_feature], self.shape[::-1])
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta": the two products are checked against dense in the tests
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _offsets(sorted_index: Int[Tensor, " nnz"], n: int) -> Int[Tensor, " n_plus_1"]:
@@ -155,13 +173,14 @@ class _SparseStepConfig:
 
     sparse_step_below: float = SPARSE_STEP_BELOW
     """A step is sparse when the fraction of non-zero codes in its batch is below this, else it is the dense
-    class's own step; 0 makes every step dense, 1 every step sparse (measured crossover: :data:`SPARSE_STEP_BELOW`)."""
+    class's own step; 0 makes every step dense, 1 every step sparse (default: the measured crossover,
+    :data:`SPARSE_STEP_BELOW`, or :data:`GATED_SPARSE_STEP_BELOW` for the gated SAEs)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.sparse_step_below <= 1:
             raise ValueError(f"sparse_step_below must be in [0, 1], got {self.sparse_step_below!r} (0: always dense, "
-                             f"1: always sparse, default {SPARSE_STEP_BELOW})")
+                             "1: always sparse; the default is the measured crossover)")
         if self.normalize_activations not in ("none", "expected_average_only_in"):
             raise ValueError(f"{self.architecture()} trains on activations normalised outside the SAE, but "
                              f"normalize_activations={self.normalize_activations!r}; use 'none' (our loop normalises "
@@ -305,6 +324,8 @@ class TiedStandardSparseTrainingSAE(_SparseStandardStep, TiedStandardTrainingSAE
 class GatedSparseTrainingSAEConfig(_SparseStepConfig, GatedTrainingSAEConfig):
     """``GatedTrainingSAEConfig`` named ``gated_sparse`` (inference config: ``gated``)."""
 
+    sparse_step_below: float = GATED_SPARSE_STEP_BELOW
+
     @override
     @classmethod
     def architecture(cls) -> str:
@@ -325,6 +346,8 @@ class GatedSparseTrainingSAE(_SparseGatedStep, GatedTrainingSAE):
 @dataclass
 class GatedPaperSparseTrainingSAEConfig(_SparseStepConfig, GatedPaperTrainingSAEConfig):
     """``gated_paper`` named ``gated_paper_sparse`` (inference config: ``gated``)."""
+
+    sparse_step_below: float = GATED_SPARSE_STEP_BELOW
 
     @override
     @classmethod
