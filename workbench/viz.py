@@ -245,44 +245,55 @@ def plot_frontiers(points: list, baselines: list = (), highlight: list = (), hig
 # --- transcoder circuits (notebook 06) ---
 
 
-def plot_attribution_graph(graph, pruned, title: str = "Attribution graph", max_edges: int = 80) -> plt.Figure:
-    """A pruned attribution graph (``workbench.analysis.circuits``): layers as rows (embeddings at the bottom, the
-    target on top, each layer's transcoder errors as squares just above its features), positions as columns (nodes
-    of one layer and position side by side), edge width by |attribution| (blue positive, red negative); at most
-    ``max_edges`` of the kept edges, the largest."""
+def plot_attribution_graph(graph, pruned, title: str = "Attribution graph", max_edges: int = 50) -> plt.Figure:
+    """A pruned attribution graph (``workbench.analysis.circuits``): the ``max_edges`` kept edges that carry the most
+    influence on the target (an edge's share of its node's input times that node's influence, circuit-tracer's edge
+    score; at most five into and four out of any one node) and the nodes they join. Layers as rows (embeddings at the bottom, the target on top, each layer's
+    transcoder errors as squares just above its features), positions as columns (nodes of one layer and position side
+    by side, feature indices written when a cell holds few); edge width by that score, blue for a positive
+    attribution, red for a negative one."""
     from workbench.analysis.circuits import NodeKind
 
-    nodes = [n for n in pruned.node_mask.nonzero()[:, 0].tolist() if graph.kind(n) != NodeKind.BIAS]
+    edges = [(t, s) for t, s in pruned.edge_mask.nonzero().tolist() if graph.kind(s) != NodeKind.BIAS]
+    share = graph.adjacency.abs() / graph.adjacency.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    reach = pruned.influence + (torch.arange(graph.n_nodes) >= graph.target_node(0)).float()
+    scores = np.array([float(share[t, s] * reach[t]) for t, s in edges])
+    order, fan_in, fan_out = [], {}, {}
+    for i in np.argsort(-scores) if len(scores) else []:  # the best edges, at most 5 into and 4 out of any one node
+        t, s = edges[i]
+        if len(order) < max_edges and fan_in.get(t, 0) < 5 and fan_out.get(s, 0) < 4:
+            order.append(i)
+            fan_in[t], fan_out[s] = fan_in.get(t, 0) + 1, fan_out.get(s, 0) + 1
+    order = np.array(order, dtype=int)
+    edges = [edges[i] for i in order]
+    values, scores = np.array([float(graph.adjacency[t, s]) for t, s in edges]), scores[order]
+    nodes = sorted({n for e in edges for n in e} | {graph.target_node(k) for k in range(len(graph.targets))})
     cells: dict[tuple[float, int], list[int]] = {}
     for n in nodes:
         layer, pos = graph.layer_pos(n)
-        y = layer + (0.3 if graph.kind(n) == NodeKind.ERROR else 0.0)
-        cells.setdefault((y, pos), []).append(n)
+        cells.setdefault((layer + (0.3 if graph.kind(n) == NodeKind.ERROR else 0.0), pos), []).append(n)
     xy = {}
     for (y, pos), members in cells.items():
+        step = min(0.8 / max(len(members) - 1, 1), 0.2)
         for i, n in enumerate(members):
-            xy[n] = (pos + (i - (len(members) - 1) / 2) * min(0.7 / max(len(members), 1), 0.25), y)
-    fig, ax = plt.subplots(figsize=(min(3 + 0.9 * graph.n_pos, 16), 1.2 * (graph.n_layers + 2) + 1))
-    edges = pruned.edge_mask.nonzero().tolist()
-    edges = [(t, s) for t, s in edges if t in xy and s in xy]
-    values = np.array([float(graph.adjacency[t, s]) for t, s in edges])
-    order = np.argsort(-np.abs(values))[:max_edges] if len(values) else []
-    top = np.abs(values).max() if len(values) else 1.0
-    for i in order:
-        (t, s), v = edges[i], values[i]
+            xy[n] = (pos + (i - (len(members) - 1) / 2) * step, y)
+    fig, ax = plt.subplots(figsize=(min(3 + 0.9 * graph.n_pos, 16), 0.9 * (graph.n_layers + 2) + 1.5))
+    top = scores.max() if len(scores) else 1.0
+    for (t, s), v, score in zip(edges, values, scores, strict=True):
         ax.plot([xy[s][0], xy[t][0]], [xy[s][1], xy[t][1]], color="tab:blue" if v > 0 else "tab:red",
-                lw=0.4 + 4 * abs(v) / top, alpha=0.55, zorder=1)
+                lw=0.5 + 4 * score / top, alpha=0.6, zorder=1)
     style = {NodeKind.FEATURE: ("o", "tab:orange"), NodeKind.ERROR: ("s", "0.6"), NodeKind.EMBEDDING: ("D", "tab:green"),
              NodeKind.TARGET: ("*", "tab:purple")}
     for kind, (marker, color) in style.items():
         pts = [xy[n] for n in nodes if graph.kind(n) == kind]
         if pts:
-            ax.scatter(*zip(*pts, strict=True), marker=marker, s=160 if kind == NodeKind.TARGET else 45, color=color,
+            ax.scatter(*zip(*pts, strict=True), marker=marker, s=200 if kind == NodeKind.TARGET else 50, color=color,
                        edgecolor="k", linewidth=0.5, zorder=2, label=kind.name.lower())
-    for n in nodes:
-        if graph.kind(n) == NodeKind.FEATURE:
-            ax.annotate(f"{int(graph.features[n, 2])}", xy[n], fontsize=6, ha="center", va="bottom",
-                        xytext=(0, 4), textcoords="offset points")
+    for members in cells.values():
+        for n in members if len(members) <= 5 else []:
+            if graph.kind(n) == NodeKind.FEATURE:
+                ax.annotate(f"#{int(graph.features[n, 2])}", xy[n], fontsize=6, ha="center", va="bottom",
+                            xytext=(0, 5), textcoords="offset points")
     ticks = [f"{p}\n{graph.token_strings[p]!r}" if graph.token_strings else str(p) for p in range(graph.n_pos)]
     ax.set_xticks(range(graph.n_pos), ticks, fontsize=7)
     ax.set_yticks(range(-1, graph.n_layers + 1), ["emb", *[f"L{layer}" for layer in range(graph.n_layers)], "target"])
@@ -335,15 +346,16 @@ def plot_transcoder_vs_sae(points: Sequence[dict], layer: int) -> plt.Figure:
 
 
 def heatmap_row(matrices: dict, xlabel: str, ylabel: str, cbar_label: str = "", symmetric: bool = True,
-                **imshow_kwargs) -> plt.Figure:
+                xticklabels: Sequence[str] | None = None, width: float = 4.6, **imshow_kwargs) -> plt.Figure:
     """Heat maps side by side, one per ``{title: [rows, cols]}`` entry, on one colour scale (centred on 0 when
     ``symmetric``), e.g. head patching at every position, at the final position and at S2."""
     arrays = {t: np.asarray(torch.as_tensor(m).detach().float().cpu()) for t, m in matrices.items()}
     limit = max(float(np.abs(a).max()) for a in arrays.values()) or 1.0
     kwargs = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if symmetric else {}
-    fig, axes = plt.subplots(1, len(arrays), figsize=(4.6 * len(arrays), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(arrays), figsize=(width * len(arrays), 3.8), squeeze=False)
     for ax, (title, a) in zip(axes[0], arrays.items(), strict=True):
-        heatmap(a, title=title, xlabel=xlabel, ylabel=ylabel, cbar_label=cbar_label, ax=ax, **(kwargs | imshow_kwargs))
+        heatmap(a, title=title, xlabel=xlabel, ylabel=ylabel, cbar_label=cbar_label, ax=ax,
+                xticklabels=xticklabels, **(kwargs | imshow_kwargs))
     fig.tight_layout()
     return fig
 
@@ -352,10 +364,12 @@ def plot_patching_frontiers(results: Sequence, kl_target: float | None = None, t
     """Cunningham et al.'s two views of a greedy feature-patching search, one line per method: KL to the
     counterfactual run against the number of features patched, and against the edit magnitude. Each result has a
     ``name``, ``points() -> (n_features, kl, edit_magnitude)`` and ``kl_clean`` (KL with nothing patched); SAEs are
-    solid lines, baselines dashed. The dotted line marks ``kl_target``."""
+    solid lines, baselines dashed. The dotted line marks ``kl_target``. KL is drawn clipped at 0 (an exact basis
+    patched whole gives -1e-8 from rounding)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     for r in results:
         n, kl, edit = r.points()
+        kl = np.clip(kl, 0, None)
         style = {"linestyle": "-", "marker": "o"} if r.name.startswith("SAE") else {"linestyle": "--", "marker": "s"}
         (line,) = axes[0].plot(n, kl, label=r.name, markersize=3, **style)
         axes[1].plot(edit, kl, label=r.name, markersize=3, color=line.get_color(), **style)
@@ -366,8 +380,11 @@ def plot_patching_frontiers(results: Sequence, kl_target: float | None = None, t
         if clean is not None:
             ax.axhline(clean, color="black", linestyle="-", linewidth=0.6, label="nothing patched")
         ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].set_xscale("symlog", linthresh=1)
+    for ax in axes:
+        ax.set_xlim(left=0)
     axes[0].set(title=f"{title}KL vs features patched", xlabel="features patched (symlog)",
                 ylabel="KL(counterfactual || patched), final position")
     axes[1].set(title=f"{title}KL vs edit magnitude", xlabel="edit magnitude: mean ||x_clean - x_patched||",
@@ -405,8 +422,9 @@ def plot_fragmentation(per_dictionary: dict, concepts: Sequence[str]) -> plt.Fig
     width = 0.8 / max(1, len(per_dictionary))
     for i, (name, s) in enumerate(per_dictionary.items()):
         offset = (i - (len(per_dictionary) - 1) / 2) * width
-        ax_eff.bar(x + offset, s["efffeat_per_concept"], width=width, label=f"{name} (mean {s['efffeat']:.1f})")
-        ax_top.bar(x + offset, s["top1conc_per_concept"], width=width, label=f"{name} (mean {s['top1conc']:.2f})")
+        ax_eff.bar(x + offset, s["efffeat_per_concept"], width=width, color=f"C{i}",
+                   label=f"{name}: mean EffFeat {s['efffeat']:.1f}, mean Top1Conc {s['top1conc']:.2f}")
+        ax_top.bar(x + offset, s["top1conc_per_concept"], width=width, color=f"C{i}")
     ax_eff.set(title="EffFeat: features sharing a concept's mass (1 = one)", xlabel="concept",
                ylabel="EffFeat (perplexity of the mass, log)", yscale="log")
     ax_top.set(title="Top1Conc: the largest feature's share of the mass", xlabel="concept", ylabel="Top1Conc",
@@ -414,8 +432,8 @@ def plot_fragmentation(per_dictionary: dict, concepts: Sequence[str]) -> plt.Fig
     for ax in (ax_eff, ax_top):
         ax.set_xticks(x, concepts, rotation=20)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*ax_eff.get_legend_handles_labels(), loc="lower center", ncol=len(per_dictionary), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -443,7 +461,10 @@ def plot_swap_success(summary: dict, paper: dict | None = None) -> plt.Figure:
              ylabel="success rate", xscale="log", ylim=(-0.02, 1.02))
     ax_t.set(title="Failed swaps: answer of the target relation's type", xlabel="alpha (log)",
              ylabel="share of failures", xscale="log", ylim=(-0.02, 1.02))
+    alphas = sorted({float(a) for by_alpha in summary["strict"].values() for a in by_alpha})
     for ax in (ax_s, ax_t):
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -453,7 +474,7 @@ def plot_swap_success(summary: dict, paper: dict | None = None) -> plt.Figure:
 def plot_concept_horizon(per_layer: dict, chance: float, paper: dict | None = None) -> plt.Figure:
     """Per residual position: diagonal accuracy, unseen-template slot accuracy, strict swap success at alpha 2 per
     intervention, and explained variance; ``paper`` optional ``{name: (position, value)}`` points as stars."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(11, 4.2))
     x = np.arange(len(per_layer["diag_accuracy"]))
     series = [("diag_accuracy", "diagonal accuracy", "o-"),
               ("unseen_template_slot_accuracy", "unseen-template slot accuracy", "s-"),
@@ -471,7 +492,7 @@ def plot_concept_horizon(per_layer: dict, chance: float, paper: dict | None = No
     ax.set(title="The concept horizon: where relations bind and swap", xlabel="residual position (input of block l; "
            "last = final output)", ylabel="rate", ylim=(-0.02, 1.05))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 

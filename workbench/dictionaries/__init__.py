@@ -18,6 +18,7 @@ from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_clas
 from sae_lens.saes.sae import TrainingSAE
 
 from workbench.dictionaries import (  # noqa: F401  (register our architectures)
+    alignsae,
     gated_paper,
     sparse_relu,
     sparse_topk,
