@@ -69,3 +69,19 @@ def test_stop_token_ends_each_continuation(tiny_bridge, tiny_tokens):
 def test_generation_refuses_prompts_longer_than_the_context(tiny_bridge):
     with pytest.raises(ValueError, match="context"):
         generate_tokens(tiny_bridge, torch.zeros(1, tiny_bridge.cfg.n_ctx, dtype=torch.long), max_new_tokens=1)
+
+
+def test_generation_stops_at_the_period_that_ends_a_sentence(tiny_bridge, smoke_world):
+    """The word-level tokenizer puts a space before any text it encodes, so ``"."`` alone is ``" ."``, no token of the
+    vocabulary (the unknown token); the period to stop at is the one that ends a sentence ("... Paris.")."""
+    tok = tiny_bridge.tokenizer
+    sentence = next(t for t in smoke_world.all_texts() if t.endswith("."))
+    period = tok(sentence, add_special_tokens=False).input_ids[-1]
+    assert tok.decode([period]) == "." and tok(".", add_special_tokens=False).input_ids == [tok.unk_token_id]
+    prompts = [q.prompt for q in smoke_world.qa_split("heldout_train_template")[:3]]
+    push = 100 * tiny_bridge.W_U[:, period].detach()  # makes the period the likeliest next token everywhere
+    with interventions.added(tiny_bridge, hooks.resid_post(tiny_bridge.cfg.n_layers - 1), push):
+        assert generate(tiny_bridge, prompts, max_new_tokens=6) == ["......"] * 3
+        assert generate(tiny_bridge, prompts, max_new_tokens=6, stop_at=".") == ["."] * 3
+    with pytest.raises(ValueError, match="one token of the vocabulary"):
+        generate(tiny_bridge, prompts, max_new_tokens=2, stop_at="qqzx")  # unknown: it could never stop

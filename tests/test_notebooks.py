@@ -137,3 +137,21 @@ def test_notebook_03_fast_path_loads_the_saved_dictionaries(tmp_path):
     figures = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs
                if "image/png" in o.get("data", {})]
     assert len(figures) >= 2, "the frontier and feature-density figures should show inline"
+
+
+FAST_PATH_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in {"04", "05", "06", "07"}]
+
+
+@pytest.mark.parametrize("path", FAST_PATH_NOTEBOOKS, ids=lambda p: p.stem)
+def test_paper_notebook_fast_path_runs_on_the_saved_dictionaries(path: Path, tmp_path):
+    """``train=False``, what a learner opening notebooks 04-07 runs: the dictionaries the full run saved in
+    data/dictionaries/ are loaded (not trained), the notebook runs to the end and writes a usable results file."""
+    results = Path(os.environ["WORKBENCH_RESULTS_DIR"])
+    saved = sorted(p.name for p in (project_root() / "data" / "dictionaries").iterdir())
+    executed = run_notebook(path, "smoke", {"train": False}, output_dir=tmp_path)
+    written = json.loads((results / f"{path.stem}.json").read_text())
+    assert written["scale"] == "smoke" and not results_problems(written), results_problems(written)
+    assert sorted(p.name for p in (project_root() / "data" / "dictionaries").iterdir()) == saved, \
+        f"{path.name}'s fast path wrote into data/dictionaries/"
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: no figure shows inline"

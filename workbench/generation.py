@@ -54,17 +54,31 @@ def generate_tokens(model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], ma
     return seq[:, tokens.shape[1]:].cpu()
 
 
+def stop_token_id(tokenizer, text: str) -> int:
+    """The id of the token ``text`` as it ends a sentence (``"."`` in ``"... Paris."``): the vocabulary's own token
+    for ``text`` when it has one, else the single token ``text`` encodes to.
+
+    Encoding ``text`` alone is not enough: the embedded model's word-level tokenizer puts a space before any text it
+    encodes, so ``"."`` encodes to ``" ."``, which is no token of its vocabulary (the unknown token, which generation
+    never emits), while the period that ends a sentence is the token ``"."``. Byte-level tokenizers (GPT-2) name
+    that token ``"."`` too."""
+    direct = tokenizer.convert_tokens_to_ids(text)
+    if direct is not None and direct != tokenizer.unk_token_id:
+        return int(direct)
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"stop_at must be one token of the vocabulary, {text!r} encodes to {ids}; give a token "
+                         "the model can emit, e.g. '.'")
+    return int(ids[0])
+
+
 def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int = 20, temperature: float = 0.0,
              seed: int = 0, stop_at: str | None = None, prepend_bos: bool = True) -> list[str]:
     """Continuations of ``prompts`` (text only, prompt excluded), batched by prompt length; cut after the
-    first ``stop_at`` token (e.g. ``"."``) when given. Seeded: the same call gives the same text."""
+    first ``stop_at`` token (e.g. ``"."``, see :func:`stop_token_id`) when given. Seeded: the same call gives the
+    same text."""
     tokenizer = model.tokenizer
-    stop_id = None
-    if stop_at is not None:
-        ids = tokenizer(stop_at, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"stop_at must be one token, {stop_at!r} is {len(ids)}")
-        stop_id = ids[0]
+    stop_id = None if stop_at is None else stop_token_id(tokenizer, stop_at)
     encoded = [([tokenizer.bos_token_id] if prepend_bos else []) + tokenizer(p, add_special_tokens=False).input_ids
                for p in prompts]
     by_length: dict[int, list[int]] = defaultdict(list)
