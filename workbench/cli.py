@@ -1,4 +1,4 @@
-"""Command line: ``workbench synth | train-model | reproduce | export | workshop``."""
+"""Command line: ``workbench synth | train-model | train-dictionary | reproduce | export | workshop``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,37 @@ def _workshop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_dictionary(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from workbench.dictionaries.job import DictionaryJob, run_job
+
+    # under torchrun (WORLD_SIZE > 1) join its process group: gloo on CPU, NCCL on GPUs
+    owned = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized()
+    if owned:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        job = DictionaryJob.from_json(args.config)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        result = run_job(job, progress=not args.no_progress and rank == 0)
+    except ValueError as err:
+        print(f"workbench train-dictionary: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if owned:
+            dist.destroy_process_group()
+    if rank == 0:
+        final = result.history[-1] if result.history else {}
+        print(f"trained {job.architecture} ({job.d_sae} features at {job.hook}) for {result.steps} steps, "
+              f"{result.activations_per_s:.0f} activations/s, explained variance "
+              f"{final.get('explained_variance', float('nan')):.3f}, L0 {final.get('l0', float('nan')):.1f}; "
+              f"saved to {job.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="resume/checkpoint folder (default data/checkpoints/lm_<scale>)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     p.set_defaults(fn=_train_model)
+
+    p = sub.add_parser("train-dictionary", help="train a dictionary from a JSON config, on one process or under "
+                       "`torchrun --nproc_per_node N -m workbench train-dictionary CONFIG.json`")
+    p.add_argument("config", help="JSON file: model, hook, tokens, architecture, d_sae, sae, train, output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_train_dictionary)
 
     p = sub.add_parser("reproduce", help="execute every notebook headlessly and write results/summary.md")
     p.add_argument("--scale", choices=["full", "smoke"], default="full")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from workbench import hooks
 from workbench.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
+from workbench.dictionaries.distributed import Ranks
 
 MAX_SEED = 2**31
 """Seeds must be below this, so that ``(seed, step)`` maps to one generator seed without collisions."""
@@ -227,10 +228,15 @@ class TensorSource:
         return self._perm
 
     def batch(self, step: int, batch_size: int) -> ActivationBatch:
+        return self.shard(step, batch_size, 0, 1)
+
+    def shard(self, step: int, batch_size: int, rank: int, world_size: int) -> ActivationBatch:
+        """Rows ``[rank * n, (rank + 1) * n)``, ``n = batch_size / world_size``, of the batch of ``step``."""
         if batch_size > self.n:
             raise ValueError(f"batch_size={batch_size} exceeds the {self.n} activations available")
         epoch, i = divmod(step, self.n // batch_size)
-        idx = self._permutation(epoch)[i * batch_size:(i + 1) * batch_size]
+        n = batch_size // world_size
+        idx = self._permutation(epoch)[i * batch_size + rank * n:i * batch_size + (rank + 1) * n]
         targets = None if self.targets is None else self.targets[idx.to(self.targets.device)]
         labels = None if self.labels is None else {k: v[idx.to(v.device)] for k, v in self.labels.items()}
         return ActivationBatch(self.acts[idx.to(self.acts.device)], targets, labels).to(self.device or self.acts.device)
@@ -489,8 +495,14 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
     Each step hands the SAE a :class:`DictionaryStepInput` with the batch's inputs, targets and labels.
     ``checkpoint_dir``: resume from / write checkpoints there. ``max_steps`` stops early (to resume later).
     Raises naming the step when a batch or the loss is not finite.
+
+    Under an initialised ``torch.distributed`` process group each rank trains on its share of every global
+    batch of ``cfg.batch_size`` rows and the ranks stay identical (see :mod:`.distributed`); rank 0 alone
+    shows progress and writes checkpoints.
     """
     _check_widths(sae, source)
+    ranks = Ranks.current()
+    ranks.check_batch_size(cfg.batch_size)
     device = sae.W_dec.device
     params = [p for p in sae.parameters() if p.requires_grad]
     # the fused kernel does Adam's update in one pass over each parameter (~6x faster on CPU than the default)
@@ -507,17 +519,19 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
     else:  # a fresh run: measure the input scale once (a resumed run restores it) and start from unit-norm
         # decoder rows (renormalising on resume would perturb the restored weights' last bits)
         if cfg.normalize_activations:
-            state["activation_scale"] = estimate_activation_scale(source, min(cfg.batch_size, 4096))
+            state["activation_scale"] = ranks.broadcast_float(
+                estimate_activation_scale(source, min(cfg.batch_size, 4096)))
         if cfg.decoder_unit_norm:
             _normalize_decoder(sae.W_dec.data)
+    ranks.broadcast_state(sae, opt)  # every rank starts from rank 0's weights
     scale = state["activation_scale"]
 
-    bar = tqdm(range(state["step"], stop), initial=state["step"], total=total, disable=not progress,
+    bar = tqdm(range(state["step"], stop), initial=state["step"], total=total, disable=not (progress and ranks.is_main),
                desc=f"train {sae.cfg.architecture()}")
     start = time.perf_counter() - state["wall_time_s"]
     sae.train()
     for step in bar:
-        batch = source.batch(step, cfg.batch_size).to(device)
+        batch = ranks.batch(source, step, cfg.batch_size).to(device)
         x = batch.inputs * scale
         stage = stage_at(step, cfg)
         coefficients = {k: coefficient_at(v, step, cfg.coefficient_warmup_steps) for k, v in coefficient_specs.items()}
@@ -540,6 +554,7 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
                                          f"finite batch; try a lower lr (now {cfg.lr_at(step):.3g}), smaller "
                                          "coefficients, or bf16=False")
         out.loss.backward()
+        ranks.average_gradients(params)
         if cfg.decoder_unit_norm:
             _remove_parallel_grad(sae.W_dec)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -547,16 +562,17 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
         opt.zero_grad(set_to_none=True)
         if cfg.decoder_unit_norm:
             _normalize_decoder(sae.W_dec.data)
-        fired = fired_features(out.feature_acts.detach())
+        fired = ranks.any_rank(fired_features(out.feature_acts.detach()))
         steps_since_fired = torch.where(fired, 0, steps_since_fired + 1)
         if (cfg.resample_every and (step + 1) % cfg.resample_every == 0
                 and step < cfg.resample_until_fraction * total):
             dead = steps_since_fired > cfg.dead_window
             n = 0
-            if dead.any():
+            if dead.any() and ranks.is_main:  # from the global batches, as one process would
                 pool = resample_pool(sae, source, step, cfg.batch_size, cfg.resample_pool_batches, scale)
                 n = resample_dead(sae, opt, dead, *pool, resample_generator(cfg.seed, step, device),
                                   cfg.resample_encoder_scale)
+            n = ranks.share_edit(n, sae, opt)  # rank 0's resampled weights and moments, on every rank
             steps_since_fired[dead] = 0  # a fresh chance for the resampled; the rest keep their counts
             if n:
                 state["resamples"].append([step + 1, n])
@@ -564,11 +580,12 @@ def train_dictionary(sae: TrainingSAE, source: ActivationSource, cfg: Dictionary
             point = {"step": step + 1, "loss": out.loss.item(), **batch_metrics(out),
                      "dead_fraction": (steps_since_fired > cfg.dead_window).float().mean().item()}
             point |= {k: v.item() for k, v in out.losses.items()}
+            point = ranks.mean(point)  # over the ranks' shards
             state["history"].append(point)
             bar.set_postfix(L0=f"{point['l0']:.1f}", EV=f"{point['explained_variance']:.3f}")
         state["step"] = step + 1
         state["wall_time_s"] = time.perf_counter() - start
-        if ckpt is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == stop):
+        if ckpt is not None and ranks.is_main and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == stop):
             save_checkpoint(ckpt, sae, opt, state | {"steps_since_fired": steps_since_fired.tolist(),
                                                      "config": asdict(cfg)})
     sae.eval()

@@ -1,0 +1,113 @@
+"""One dictionary training run described by a JSON file: ``workbench train-dictionary CONFIG.json``.
+
+The same file trains on one process or under ``torchrun --nproc_per_node N`` (see :mod:`.distributed`)::
+
+    {"model": null, "hook": "blocks.2.hook_resid_post", "tokens": "tokens.safetensors",
+     "architecture": "standard", "d_sae": 2048, "sae": {"l1_coefficient": 5.0},
+     "train": {"n_steps": 2000, "batch_size": 4096}, "output": "dictionaries/resid2"}
+
+``tokens`` is a safetensors file holding ``tokens`` ``[n_sequences, pos]``; activations are computed from
+the model a chunk of sequences at a time. Relative paths are read from the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from workbench.dictionaries import make_training_sae, save_dictionary
+from workbench.dictionaries.distributed import Ranks
+from workbench.dictionaries.training import (
+    DictionaryTrainConfig,
+    ModelActivationSource,
+    Stage,
+    TrainResult,
+    train_dictionary,
+)
+
+
+@dataclass(frozen=True)
+class DictionaryJob:
+    """What ``workbench train-dictionary`` trains, and where it writes."""
+
+    hook: str
+    """Hook the dictionary reads, e.g. ``blocks.2.hook_resid_post``."""
+    tokens: str
+    """Safetensors file with ``tokens`` ``[n_sequences, pos]``."""
+    output: str
+    """Folder for the saved dictionary (SAELens format, written by rank 0)."""
+    model: str | None = None
+    """``load_model`` name or folder; None for the embedded model."""
+    hook_out: str | None = None
+    """Hook a transcoder predicts (e.g. ``blocks.2.hook_mlp_out``); None for an SAE."""
+    architecture: str = "standard"
+    """A registered training architecture."""
+    d_sae: int = 1024
+    """Number of features."""
+    sae: dict[str, Any] = field(default_factory=dict)
+    """Fields of the architecture's config (``l1_coefficient``, ``k``...)."""
+    train: DictionaryTrainConfig = field(default_factory=DictionaryTrainConfig)
+    """Optimisation; ``batch_size`` is the global batch, split over the ranks."""
+    sequences_per_chunk: int = 256
+    """Sequences run through the model at a time to make activations."""
+    checkpoint_dir: str | None = None
+    """Resume from / write checkpoints there (rank 0 writes)."""
+    seed: int = 0
+    """Seeds the SAE's initialisation and the order of the sequences."""
+
+    def __post_init__(self) -> None:
+        if self.d_sae < 1 or self.sequences_per_chunk < 1:
+            raise ValueError(f"d_sae and sequences_per_chunk must be >= 1, got {self.d_sae} and "
+                             f"{self.sequences_per_chunk}")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> DictionaryJob:
+        """Read a config file; relative paths in it are taken from its folder."""
+        path = Path(path)
+        raw = json.loads(path.read_text())
+        valid = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(raw) - valid):
+            raise ValueError(f"{path} has unknown keys {unknown}; valid keys: {sorted(valid)}")
+        train = dict(raw.get("train", {}))
+        valid_train = {f.name for f in dataclasses.fields(DictionaryTrainConfig)}
+        if unknown := sorted(set(train) - valid_train):
+            raise ValueError(f"{path}: train has unknown keys {unknown}; valid keys: {sorted(valid_train)}")
+        if "betas" in train:
+            train["betas"] = tuple(train["betas"])
+        if "stages" in train:
+            train["stages"] = tuple(Stage(**s) for s in train["stages"])
+        raw["train"] = DictionaryTrainConfig(**train)
+        for key in ("tokens", "output", "checkpoint_dir"):
+            if raw.get(key) is not None:
+                raw[key] = str(path.parent / raw[key])
+        model = raw.get("model")
+        if model is not None and (path.parent / model).exists():
+            raw["model"] = str(path.parent / model)
+        return cls(**raw)
+
+
+def run_job(job: DictionaryJob, progress: bool = True) -> TrainResult:
+    """Train the job's dictionary on this process's share of each batch; rank 0 saves it to ``job.output``."""
+    from workbench.models import load_model
+
+    ranks = Ranks.current()
+    ranks.check_batch_size(job.train.batch_size)  # before the model is loaded
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else "cpu"
+    model = load_model(job.model, device=device)
+    tokens = load_file(job.tokens)["tokens"]
+    source = ModelActivationSource(model, tokens, job.hook, job.hook_out, job.sequences_per_chunk, seed=job.seed)
+    torch.manual_seed(job.seed)
+    sae = make_training_sae(job.architecture, d_in=source.d_in, d_sae=job.d_sae, device=str(device), **job.sae)
+    result = train_dictionary(sae, source, job.train, job.checkpoint_dir, progress=progress)
+    if ranks.is_main:
+        save_dictionary(sae, job.output, hook_name=job.hook, hook_name_out=job.hook_out, model=model,
+                        metadata={"job": dataclasses.asdict(job), "world_size": ranks.world_size,
+                                  "final": result.history[-1] if result.history else {}})
+    return result
