@@ -3,6 +3,11 @@
 Names are TransformerBridge's (GPT-2 layout): ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mlp.hook_in``
 (the MLP input after LayerNorm: what a transcoder reads), ``blocks.{l}.hook_mlp_out``... Hooks are
 global state on the model, so they are only ever added inside a context manager that removes them.
+
+The same names hold on every family TransformerBridge adapts (checked on GPT-2, GPT-NeoX/Pythia and Llama in
+``tests/test_model_families.py``), with two differences: a model with attention and MLP in parallel (GPT-NeoX,
+Pythia) has no ``hook_resid_mid``, and on a gated MLP (Llama) ``mlp.hook_pre`` is the gate's pre-activation while
+``mlp.hook_post`` is ``act(gate) * up``, the input of the down projection (the neuron basis either way).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ def resid_pre(layer: int) -> str:
 
 
 def resid_mid(layer: int) -> str:
+    """Between attention and MLP; absent on models that run them in parallel (GPT-NeoX, Pythia)."""
     return f"blocks.{layer}.hook_resid_mid"
 
 
@@ -38,12 +44,13 @@ def mlp_in(layer: int) -> str:
 
 
 def mlp_pre(layer: int) -> str:
-    """MLP neurons before the nonlinearity."""
+    """MLP neurons before the nonlinearity (on a gated MLP such as Llama's: the gate's pre-activation)."""
     return f"blocks.{layer}.mlp.hook_pre"
 
 
 def mlp_post(layer: int) -> str:
-    """MLP neurons after the nonlinearity (the neuron basis)."""
+    """MLP neurons after the nonlinearity (the neuron basis; on a gated MLP ``act(gate) * up``), the input of
+    the MLP's output projection."""
     return f"blocks.{layer}.mlp.hook_post"
 
 
@@ -73,6 +80,11 @@ def check_hook_name(model: torch.nn.Module, name: str) -> str:
     resolve = getattr(model, "_resolve_hook_name", None)  # SAELens's SAETransformerBridge lists canonical names only
     if resolve is not None and resolve(name) in model.hook_dict:
         return resolve(name)
+    if name.endswith("hook_resid_mid") and getattr(getattr(model, "cfg", None), "parallel_attn_mlp", False):
+        raise ValueError(
+            f"{name!r} does not exist on this model: it runs attention and MLP in parallel on the same input "
+            "(GPT-NeoX / Pythia), so there is no residual stream between them. Use resid_pre(layer) (what both "
+            "read), mlp_in(layer) (the MLP input after LayerNorm) or resid_post(layer).")
     names = list(model.hook_dict)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     raise ValueError(
