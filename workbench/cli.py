@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-dictionary", help="train a dictionary from a JSON config, on one process or under "
                        "`torchrun --nproc_per_node N -m workbench train-dictionary CONFIG.json`")
-    p.add_argument("config", help="JSON file: model, hook, tokens, architecture, d_sae, sae, train, output")
+    p.add_argument("config", help="JSON file: model, hook, tokens or store, architecture, d_sae, sae, train, output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=_train_dictionary)
 
