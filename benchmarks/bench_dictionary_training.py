@@ -181,7 +181,8 @@ def loops_for(family: str, extras: bool) -> list[Loop]:
 def initial_state(family: str, d_in: int, d_sae: int, x: torch.Tensor, l0: int = L0) -> dict[str, torch.Tensor]:
     """Weights every loop of a row starts from: unit-norm decoder rows (as our loop keeps them; SAELens's speed
     does not depend on it) and, for the ReLU family, gate biases at which each feature fires on ``l0 / d_sae``
-    of the rows of ``x`` (codes as sparse as after the L1 warm-up)."""
+    of the rows of ``x`` (codes as sparse as after the L1 warm-up; ``x`` = all the batches the loops cycle through:
+    a quantile estimated on one small batch fires about twice as often on the next)."""
     torch.manual_seed(0)
     sae = make_training_sae(family, d_in, d_sae, **SETTINGS[family])
     sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
@@ -222,7 +223,7 @@ def finite_check_ms(x: torch.Tensor, reps: int = 50) -> float:
 
 def bench_row(family: str, d_in: int, expansion: int, batches: list[torch.Tensor], args) -> dict:
     d_sae, batch = d_in * expansion, len(batches[0])
-    init = initial_state(family, d_in, d_sae, batches[0])
+    init = initial_state(family, d_in, d_sae, torch.cat(batches))  # every batch the loops cycle through
     loops = loops_for(family, args.extras)
     rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
     errors: dict[str, str] = {}

@@ -753,15 +753,17 @@ def explorer(model: torch.nn.Module, batch: PromptBatch, dictionaries: dict[int,
 # ---------------------------------------------------------------------------------------------- notebook 05
 
 
-def baseline_dictionaries(acts: Float[Tensor, "n d_in"], seed: int = 0, ica_rows: int = 20_000) -> dict[str, object]:
+def baseline_dictionaries(acts: Float[Tensor, "n d_in"], seed: int = 0, ica_rows: int = 20_000,
+                          ica_max_iter: int = 400) -> dict[str, object]:
     """Cunningham et al.'s comparisons as full bases of the hook's space (each reconstructs exactly, so patching every
-    feature is patching the whole activation): PCA, ICA, random orthonormal directions and the residual basis."""
+    feature is patching the whole activation): PCA, ICA, random orthonormal directions and the residual basis.
+    ``ica_max_iter``: FastICA's iteration bound (smoke runs, whose few rows never converge, pass a small one)."""
     from sklearn.exceptions import ConvergenceWarning
 
     d = acts.shape[1]
     with warnings.catch_warnings(record=True) as caught:  # few rows (smoke runs): FastICA may stop before converging
         warnings.simplefilter("always", ConvergenceWarning)
-        ica = baselines.ica(acts, d, max_rows=ica_rows, seed=seed)
+        ica = baselines.ica(acts, d, max_rows=ica_rows, seed=seed, max_iter=ica_max_iter)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         log.info("FastICA stopped before converging on %d rows; its unmixing is still a full basis", min(len(acts), ica_rows))
     return {"PCA": baselines.pca(acts, d, seed=seed), "ICA": ica, "random": baselines.random_directions(acts, d, seed=seed),

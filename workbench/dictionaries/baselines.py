@@ -54,11 +54,13 @@ def pca(acts: Float[Tensor, "n d_in"], n_components: int, max_rows: int = 200_00
     return LinearDictionary(comps.T, comps, torch.from_numpy(fit.mean_), f"PCA-{n_components}")
 
 
-def ica(acts: Float[Tensor, "n d_in"], n_components: int, max_rows: int = 50_000, seed: int = 0) -> LinearDictionary:
-    """FastICA with ``n_components`` sources: unmixing as encoder, mixing as decoder."""
+def ica(acts: Float[Tensor, "n d_in"], n_components: int, max_rows: int = 50_000, seed: int = 0,
+        max_iter: int = 400) -> LinearDictionary:
+    """FastICA with ``n_components`` sources: unmixing as encoder, mixing as decoder. ``max_iter`` bounds the
+    fixed-point iterations (on few rows FastICA may not converge and would otherwise run all of them)."""
     from sklearn.decomposition import FastICA
 
-    fit = FastICA(n_components=n_components, random_state=seed, max_iter=400, whiten="unit-variance",
+    fit = FastICA(n_components=n_components, random_state=seed, max_iter=max_iter, whiten="unit-variance",
                   tol=1e-3).fit(_numpy(acts, max_rows, seed))
     return LinearDictionary(torch.from_numpy(fit.components_).T, torch.from_numpy(fit.mixing_).T,
                             torch.from_numpy(fit.mean_), f"ICA-{n_components}")
