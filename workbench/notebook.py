@@ -20,7 +20,8 @@ from IPython.display import Markdown, display
 
 HEADLESS_ENV = "WORKBENCH_HEADLESS"
 
-NOISY_LIBRARIES = ("transformers", "transformer_lens", "sae_lens", "huggingface_hub", "accelerate", "datasets")
+NOISY_LIBRARIES = ("transformers", "transformer_lens", "sae_lens", "huggingface_hub", "accelerate", "datasets",
+                   "matplotlib.font_manager")
 """Libraries whose deprecation notices and logging are hidden: they are about their internals, not our code."""
 
 NOISY_MODULES = r"(transformers|transformer_lens|sae_lens|huggingface_hub|accelerate|datasets|torch)(\.|$)"
