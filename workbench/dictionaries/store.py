@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from workbench import hooks
 from workbench.dictionaries.distributed import Ranks
-from workbench.dictionaries.training import ActivationBatch, _permutation
+from workbench.dictionaries.training import ActivationBatch, BatchOrder
 
 MANIFEST = "manifest.json"
 FORMAT = "workbench-activation-store"
@@ -261,12 +261,7 @@ class ShardedSource:
         self.n = self.store.n_rows
         self.d_in = self.store.width(hook)
         self.d_out = None if target_hook is None else self.store.width(target_hook)
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if epoch != self._perm_epoch:
-            self._perm, self._perm_epoch = _permutation(self.n, self.seed * 100_003 + epoch), epoch
-        return self._perm
+        self.order = BatchOrder(self.n, seed, what="activations in the store")  # TensorSource's order
 
     def batch(self, step: int, batch_size: int) -> ActivationBatch:
         return self.shard(step, batch_size, 0, 1)
@@ -274,11 +269,7 @@ class ShardedSource:
     def shard(self, step: int, batch_size: int, rank: int, world_size: int) -> ActivationBatch:
         """Rows ``[rank * n, (rank + 1) * n)``, ``n = batch_size / world_size``, of the batch of ``step`` (only
         those rows are read from disk)."""
-        if batch_size > self.n:
-            raise ValueError(f"batch_size={batch_size} exceeds the {self.n} activations in the store")
-        epoch, i = divmod(step, self.n // batch_size)
-        n = batch_size // world_size
-        idx = self._permutation(epoch)[i * batch_size + rank * n:i * batch_size + (rank + 1) * n]
+        idx = self.order.rows(step, batch_size, rank, world_size)
         inputs = self.store.gather(self.hook, idx).float()
         targets = None if self.target_hook is None else self.store.gather(self.target_hook, idx).float()
         return ActivationBatch(inputs, targets).to(self.device or "cpu")

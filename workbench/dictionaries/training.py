@@ -194,6 +194,25 @@ def _permutation(n: int, seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
+class BatchOrder:
+    """Which of ``n`` rows make each step's batch: without replacement, reshuffled each epoch, depending only on
+    the seed and the step (every source that reads rows by index, in memory or on disk, draws them this way)."""
+
+    def __init__(self, n: int, seed: int, what: str = "activations available") -> None:
+        self.n, self.seed, self.what = n, seed, what
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def rows(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Tensor:
+        """Indices ``[rank * m, (rank + 1) * m)``, ``m = batch_size / world_size``, of the batch of ``step``."""
+        if batch_size > self.n:
+            raise ValueError(f"batch_size={batch_size} exceeds the {self.n} {self.what}")
+        epoch, i = divmod(step, self.n // batch_size)
+        if epoch != self._epoch:
+            self._perm, self._epoch = _permutation(self.n, self.seed * 100_003 + epoch), epoch
+        m = batch_size // world_size
+        return self._perm[i * batch_size + rank * m:i * batch_size + (rank + 1) * m]
+
+
 class TensorSource:
     """Batches drawn without replacement from ``[n_tokens, d_in]`` activations (in memory or a memmap),
     reshuffled each epoch; targets and labels, when given, follow their rows. The batch of a step depends
@@ -220,23 +239,14 @@ class TensorSource:
         self.device = None if device is None else torch.device(device)
         self.n, self.d_in = acts.shape
         self.d_out = None if targets is None else targets.shape[1]
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if epoch != self._perm_epoch:
-            self._perm, self._perm_epoch = _permutation(self.n, self.seed * 100_003 + epoch), epoch
-        return self._perm
+        self.order = BatchOrder(self.n, seed)
 
     def batch(self, step: int, batch_size: int) -> ActivationBatch:
         return self.shard(step, batch_size, 0, 1)
 
     def shard(self, step: int, batch_size: int, rank: int, world_size: int) -> ActivationBatch:
         """Rows ``[rank * n, (rank + 1) * n)``, ``n = batch_size / world_size``, of the batch of ``step``."""
-        if batch_size > self.n:
-            raise ValueError(f"batch_size={batch_size} exceeds the {self.n} activations available")
-        epoch, i = divmod(step, self.n // batch_size)
-        n = batch_size // world_size
-        idx = self._permutation(epoch)[i * batch_size + rank * n:i * batch_size + (rank + 1) * n]
+        idx = self.order.rows(step, batch_size, rank, world_size)
         targets = None if self.targets is None else self.targets[idx.to(self.targets.device)]
         labels = None if self.labels is None else {k: v[idx.to(v.device)] for k, v in self.labels.items()}
         return ActivationBatch(self.acts[idx.to(self.acts.device)], targets, labels).to(self.device or self.acts.device)
