@@ -48,6 +48,7 @@ import torch  # noqa: E402
 from sae_lens.config import SAETrainerConfig  # noqa: E402
 from sae_lens.saes.sae import TrainingSAE, TrainStepInput  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
+from timed_source import TimedSource  # noqa: E402  (benchmarks/timed_source.py)
 
 from workbench.dictionaries import make_training_sae  # noqa: E402
 from workbench.dictionaries.training import (  # noqa: E402
@@ -96,17 +97,6 @@ class Loop:
     run: Callable[[TrainingSAE, list[torch.Tensor], int], dict[int, float]]
     sparse: bool = False
     cfg: dict | None = None
-
-
-class TimedSource:
-    """Our loop's activation source over fixed batches, noting when each step asks for its batch."""
-
-    def __init__(self, batches: list[torch.Tensor]) -> None:
-        self.batches, self.d_in, self.d_out, self.times = batches, batches[0].shape[1], None, {}
-
-    def batch(self, step: int, batch_size: int) -> ActivationBatch:
-        self.times[step] = time.perf_counter()
-        return ActivationBatch(self.batches[step % len(self.batches)])
 
 
 def run_ours(bf16: bool = False) -> Callable:

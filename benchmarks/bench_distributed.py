@@ -36,24 +36,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
+from timed_source import TimedSource  # noqa: E402  (benchmarks/timed_source.py)
 
 from workbench.dictionaries import make_training_sae  # noqa: E402
-from workbench.dictionaries.training import ActivationBatch, DictionaryTrainConfig, train_dictionary  # noqa: E402
+from workbench.dictionaries.training import DictionaryTrainConfig, train_dictionary  # noqa: E402
 from workbench.results import write_benchmark  # noqa: E402
 
 NOTE = "2 cores: two processes share the cores, so this cannot show scaling"
 WORLD_SIZES = (1, 2)
-
-
-class TimedSource:
-    """Fixed global batches (the same on every rank), noting when each step asks for its batch."""
-
-    def __init__(self, batches: list[torch.Tensor]) -> None:
-        self.batches, self.d_in, self.d_out, self.times = batches, batches[0].shape[1], None, {}
-
-    def batch(self, step: int, batch_size: int) -> ActivationBatch:
-        self.times[step] = time.perf_counter()
-        return ActivationBatch(self.batches[step % len(self.batches)])
 
 
 def _threads(args: dict, world_size: int) -> int:
