@@ -10,8 +10,10 @@ managers around the call: ``with interventions.added(...): generate(model, promp
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from jaxtyping import Int
@@ -73,11 +75,16 @@ def stop_token_id(tokenizer, text: str) -> int:
 
 
 def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int = 20, temperature: float = 0.0,
-             seed: int = 0, stop_at: str | None = None, prepend_bos: bool = True) -> list[str]:
-    """Continuations of ``prompts`` (text only, prompt excluded), batched by prompt length; cut after the
-    first ``stop_at`` token (e.g. ``"."``, see :func:`stop_token_id`) when given. Seeded: the same call gives the
-    same text."""
+             seed: int = 0, stop_at: str | None = None, prepend_bos: bool = True, batch_size: int | None = None,
+             tokens_fn: Callable[..., Tensor] | None = None,
+             context: Callable[[list[int]], AbstractContextManager] | None = None) -> list[str]:
+    """Continuations of ``prompts`` (text only, prompt excluded), batched by prompt length (at most ``batch_size``
+    rows at a time when given); cut after the first ``stop_at`` token (e.g. ``"."``, see :func:`stop_token_id`)
+    when given. Seeded: the same call gives the same text. ``tokens_fn`` (default :func:`generate_tokens`, same
+    arguments) makes each batch's new tokens; ``context(rows)``, when given, is entered around each batch with the
+    indices of its prompts (e.g. a per-row steering intervention)."""
     tokenizer = model.tokenizer
+    tokens_fn = generate_tokens if tokens_fn is None else tokens_fn
     stop_id = None if stop_at is None else stop_token_id(tokenizer, stop_at)
     encoded = [([tokenizer.bos_token_id] if prepend_bos else []) + tokenizer(p, add_special_tokens=False).input_ids
                for p in prompts]
@@ -85,12 +92,16 @@ def generate(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int
     for i, ids in enumerate(encoded):
         by_length[len(ids)].append(i)
     out: list[str] = [""] * len(prompts)
-    for idx in by_length.values():
-        new = generate_tokens(model, torch.tensor([encoded[i] for i in idx]), max_new_tokens, temperature, seed,
-                              stop_id)
-        for row, i in enumerate(idx):
-            ids = new[row].tolist()
-            if stop_id is not None and stop_id in ids:
-                ids = ids[:ids.index(stop_id) + 1]
-            out[i] = tokenizer.decode(ids)
+    for group in by_length.values():
+        step = batch_size or len(group)
+        for start in range(0, len(group), step):
+            idx = group[start:start + step]
+            with context(idx) if context is not None else contextlib.nullcontext():
+                new = tokens_fn(model, torch.tensor([encoded[i] for i in idx]), max_new_tokens, temperature, seed,
+                                stop_id)
+            for row, i in enumerate(idx):
+                ids = new[row].tolist()
+                if stop_id is not None and stop_id in ids:
+                    ids = ids[:ids.index(stop_id) + 1]
+                out[i] = tokenizer.decode(ids)
     return out

@@ -11,7 +11,6 @@ feature's contribution, so one factor grid suits both.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench import interventions
-from workbench.generation import generate_tokens, stop_token_id
+from workbench.generation import generate, generate_tokens
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -178,23 +177,6 @@ def generate_steered(model: torch.nn.Module, prompts: Sequence[str], steering: S
         raise ValueError(f"steering has {len(steering)} rows but there are {len(prompts)} prompts")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
-    run = generate_cached if engine == "cached" else generate_tokens
-    tok = model.tokenizer
-    stop_id = None if stop_at is None else stop_token_id(tok, stop_at)
-    encoded = encode_prompts(tok, prompts)
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    out = [""] * len(prompts)
-    for group in by_length.values():
-        for start in range(0, len(group), batch_size):
-            idx = group[start:start + batch_size]
-            context = steering.select(idx).applied(model) if steering is not None else contextlib.nullcontext()
-            with context:
-                new = run(model, torch.tensor([encoded[i] for i in idx]), max_new_tokens, temperature, seed, stop_id)
-            for row, i in enumerate(idx):
-                ids = new[row].tolist()
-                if stop_id is not None and stop_id in ids:
-                    ids = ids[:ids.index(stop_id) + 1]
-                out[i] = tok.decode(ids)
-    return out
+    context = (lambda idx: steering.select(idx).applied(model)) if steering is not None else None
+    return generate(model, prompts, max_new_tokens, temperature, seed, stop_at, batch_size=batch_size,
+                    tokens_fn=generate_cached if engine == "cached" else generate_tokens, context=context)
